@@ -1,0 +1,76 @@
+"""Run Pyramid 2 applications asynchronously on asyncio.
+
+``config.include('aiopyramid_ng')`` makes an application serve coroutine
+views, run plain views in a thread pool, and let synchronous framework code
+wait on coroutines, under an ASGI server or a plain WSGI one.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+
+from pyramid.config import Configurator
+from pyramid.interfaces import PHASE0_CONFIG, IExecutionPolicy
+from pyramid.router import default_execution_policy
+
+from . import threadlocal
+from .config import CoroutineOrExecutorMapper
+from .derivers import awaited_view
+from .executor import AppExecutor, max_workers_from_settings
+from .interfaces import IAppExecutor
+from .wsgi import GreenletExecutionPolicy
+
+__all__ = ["includeme"]
+
+#: Runs after every ordinary configuration action, so the execution policy it
+#: wraps is the final one whichever add-on (pyramid_retry, ...) set it.
+WRAP_POLICY_ORDER = 10_000
+
+
+def set_executor(config: Configurator, executor: Executor) -> None:
+    """Config directive: run the application's blocking work in ``executor``.
+
+    The application does not own an executor given this way: shutting the
+    application down leaves it running.
+    """
+
+    def register() -> None:
+        config.registry.registerUtility(AppExecutor(executor=executor), IAppExecutor)
+
+    config.action(IAppExecutor, register)
+
+
+def includeme(config: Configurator) -> None:
+    """Set up aiopyramid_ng for the application being configured.
+
+    * makes Pyramid's thread-local request/registry stack context-local
+      (process-wide, idempotent);
+    * sets :class:`~aiopyramid_ng.config.CoroutineOrExecutorMapper` as the
+      default view mapper;
+    * adds the ``awaited_view`` view deriver, which awaits a coroutine that
+      any other mapper returns;
+    * registers the application's thread pool (setting
+      ``aiopyramid_ng.executor.max_workers``) and the ``set_executor``
+      directive;
+    * wraps the execution policy so the Router runs in request greenlets.
+    """
+    threadlocal.install()
+    config.add_directive("set_executor", set_executor)
+    config.set_view_mapper(CoroutineOrExecutorMapper)
+    config.add_view_deriver(awaited_view, under="rendered_view", over="mapped_view")
+
+    registry = config.registry
+
+    def register_executor() -> None:
+        # Runs early, so the setting is checked at commit and set_executor()
+        # (ordinary order) replaces the default pool.
+        max_workers = max_workers_from_settings(registry.settings)
+        registry.registerUtility(AppExecutor(max_workers), IAppExecutor)
+
+    def wrap_execution_policy() -> None:
+        policy = registry.queryUtility(IExecutionPolicy, default=default_execution_policy)
+        if not isinstance(policy, GreenletExecutionPolicy):
+            registry.registerUtility(GreenletExecutionPolicy(policy), IExecutionPolicy)
+
+    config.action(None, register_executor, order=PHASE0_CONFIG)
+    config.action(None, wrap_execution_policy, order=WRAP_POLICY_ORDER)

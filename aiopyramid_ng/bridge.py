@@ -1,0 +1,187 @@
+"""The greenlet bridge: synchronous code that waits on coroutines without blocking the loop.
+
+:func:`spawn_greenlet` is a coroutine.  Awaited in an asyncio Task, it runs a
+synchronous function in a new :class:`RequestGreenlet` whose parent is the
+greenlet running the Task (the *driver*).  When that synchronous code calls
+:func:`await_`, the awaitable is stepped right there, in the request greenlet,
+until it has to suspend; only the object it suspends on (the future it
+yields) is handed up to the driver, which yields it to the Task exactly as a
+coroutine would.  When the Task wakes the driver, the driver switches back
+into the request greenlet, which resumes stepping the awaitable.
+
+Because the awaitable is stepped inside the request greenlet, on the Task's
+own stack, ``asyncio.current_task()``, ``asyncio.timeout()``, cancellation and
+tracebacks behave as in plain asyncio, and a coroutine can call synchronous
+code that itself calls :func:`await_` to any depth with no extra greenlet or
+Task.  The request greenlet shares the Task's :class:`contextvars.Context`
+object, so context variables set on either side are seen on the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections.abc import Awaitable, Callable, Generator
+from contextvars import ContextVar
+from typing import Any, ParamSpec, TypeVar
+
+from greenlet import GreenletExit, getcurrent, greenlet
+
+from .exceptions import ScopeError
+
+__all__ = ["RequestGreenlet", "await_", "in_bridge", "request_loop", "spawn_greenlet"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: The loop of the request being served in this context.  Set by every driver
+#: so that a worker thread running with a copy of the request's context knows
+#: which loop to hand coroutines to.
+_request_loop: ContextVar[asyncio.AbstractEventLoop] = ContextVar("aiopyramid_ng.request_loop")
+
+
+class RequestGreenlet(greenlet):  # type: ignore[misc]
+    """A greenlet whose parent is a driver running inside an asyncio Task.
+
+    Code running in it (or in any greenlet it starts) may call :func:`await_`.
+    """
+
+
+def _driver_of(current: greenlet) -> greenlet | None:
+    """Return the driver greenlet that serves ``current``, or None outside a bridge."""
+    # Walking up lets greenlets started from inside a request greenlet use the
+    # bridge too; the driver switches back to whichever greenlet suspended.
+    node: greenlet | None = current
+    while node is not None:
+        if type(node) is RequestGreenlet:
+            parent: greenlet = node.parent
+            return parent
+        node = node.parent
+    return None
+
+
+def in_bridge() -> bool:
+    """Return True when the caller runs where :func:`await_` can wait."""
+    return _driver_of(getcurrent()) is not None
+
+
+def request_loop() -> asyncio.AbstractEventLoop | None:
+    """Return the event loop of the request whose context the caller runs in."""
+    return _request_loop.get(None)
+
+
+def _discard(awaitable: object) -> None:
+    # Close a coroutine nobody will await so Python does not warn that it was
+    # "never awaited": the ScopeError that follows is the real diagnostic.
+    if isinstance(awaitable, types.CoroutineType):
+        awaitable.close()
+
+
+def await_(awaitable: Awaitable[T]) -> T:
+    """Wait for ``awaitable`` from synchronous code and return its result.
+
+    Only the current request greenlet is suspended while the awaitable is
+    pending; the event loop keeps serving other requests.  An exception raised
+    by the awaitable propagates unchanged (same object, with the coroutine's
+    frames in its traceback).  Cancellation of the request's Task is thrown
+    into the awaitable at its suspension point.
+
+    :raises ScopeError: when called outside a request greenlet.
+    """
+    current = getcurrent()
+    driver = current.parent if type(current) is RequestGreenlet else _driver_of(current)
+    if driver is None:
+        _discard(awaitable)
+        raise ScopeError(
+            f"await_() cannot wait for {awaitable!r}: the caller is not running in a "
+            "request greenlet, so waiting would block the event loop. This happens when "
+            "synchronous code that uses synchronize() or await_() is called directly on the "
+            "loop (from a plain asyncio task, a callback, or at import time). Run it through a "
+            "view mapped by aiopyramid_ng, or from a coroutine with "
+            "`await aiopyramid_ng.helpers.spawn_greenlet(func, ...)`, or await the coroutine "
+            "directly."
+        )
+    steps = awaitable.__await__()
+    thrown: BaseException | None = None
+    while True:
+        try:
+            suspended_on = steps.send(None) if thrown is None else steps.throw(thrown)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        finally:
+            thrown = None
+        # Hand the suspension to the driver and sleep until the Task wakes it.
+        # Whatever the Task throws (the future's exception, a cancellation) is
+        # thrown into the awaitable on the next step, as the Task would do.
+        try:
+            driver.switch((current, suspended_on))
+        except BaseException as exc:
+            thrown = exc
+
+
+@types.coroutine
+def _drive(
+    child: RequestGreenlet, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Generator[Any, None, Any]:
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0
+    message = child.switch(*args, **kwargs)
+    while not child.dead:
+        waiter, suspended_on = message
+        try:
+            yield suspended_on
+        except GeneratorExit:
+            _unwind(child, waiter)
+            raise
+        except BaseException as exc:
+            message = waiter.throw(exc)
+        else:
+            message = waiter.switch()
+    if task is not None and task.cancelling() > cancelling:
+        # The synchronous code swallowed the CancelledError thrown into it.
+        # The Task was still asked to stop: end it cancelled, as asyncio would
+        # if the coroutine had re-raised.
+        raise asyncio.CancelledError()
+    return message
+
+
+def _unwind(child: RequestGreenlet, waiter: greenlet) -> None:
+    """Unwind a suspended request greenlet whose driver is being closed.
+
+    A driver is closed when its coroutine is closed or garbage-collected
+    before it finishes.  The greenlet gets ``GeneratorExit`` at its suspension
+    point now, so its ``finally`` blocks run before the driver goes away.
+    """
+    try:
+        waiter.throw(GeneratorExit)
+    except GeneratorExit:
+        return
+    if not child.dead:
+        # It caught GeneratorExit and tried to wait again: stop it for good.
+        child.throw(GreenletExit)
+    if not child.dead:
+        raise RuntimeError(
+            f"{child.run!r} kept waiting after its request was closed; a synchronous caller "
+            "must let GeneratorExit and GreenletExit propagate."
+        )
+
+
+async def spawn_greenlet(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run synchronous ``func`` in a new request greenlet and return its result.
+
+    Usable from any Task.  ``func`` (and everything it calls) may use
+    :func:`await_` and :func:`~aiopyramid_ng.helpers.synchronize`d
+    coroutines; it shares the calling Task's context variables.
+    """
+    loop = asyncio.get_running_loop()
+    if _request_loop.get(None) is not loop:
+        _request_loop.set(loop)
+    parent = getcurrent()
+    child = RequestGreenlet(func, parent)
+    # Share the Task's Context object itself (a new greenlet would start with
+    # an empty one): values set on either side of the bridge are seen on the
+    # other, and a ContextVar token made on one side resets on the other.
+    child.gr_context = parent.gr_context
+    result: T = await _drive(child, args, kwargs)
+    return result
