@@ -122,7 +122,7 @@ def await_(awaitable: Awaitable[T]) -> T:
 
 @types.coroutine
 def _drive(
-    child: RequestGreenlet, args: tuple[Any, ...], kwargs: dict[str, Any]
+    child: RequestGreenlet, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Generator[Any, None, Any]:
     task = asyncio.current_task()
     cancelling = task.cancelling() if task is not None else 0
@@ -132,7 +132,7 @@ def _drive(
         try:
             yield suspended_on
         except GeneratorExit:
-            _unwind(child, waiter)
+            _unwind(child, waiter, func)
             raise
         except BaseException as exc:
             message = waiter.throw(exc)
@@ -146,7 +146,7 @@ def _drive(
     return message
 
 
-def _unwind(child: RequestGreenlet, waiter: greenlet) -> None:
+def _unwind(child: RequestGreenlet, waiter: greenlet, func: Callable[..., Any]) -> None:
     """Unwind a suspended request greenlet whose driver is being closed.
 
     A driver is closed when its coroutine is closed or garbage-collected
@@ -162,7 +162,7 @@ def _unwind(child: RequestGreenlet, waiter: greenlet) -> None:
         child.throw(GreenletExit)
     if not child.dead:
         raise RuntimeError(
-            f"{child.run!r} kept waiting after its request was closed; a synchronous caller "
+            f"{func!r} kept waiting after its request was closed; a synchronous caller "
             "must let GeneratorExit and GreenletExit propagate."
         )
 
@@ -183,5 +183,5 @@ async def spawn_greenlet(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwa
     # an empty one): values set on either side of the bridge are seen on the
     # other, and a ContextVar token made on one side resets on the other.
     child.gr_context = parent.gr_context
-    result: T = await _drive(child, args, kwargs)
+    result: T = await _drive(child, func, args, kwargs)
     return result

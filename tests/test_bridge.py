@@ -1,0 +1,307 @@
+"""The greenlet bridge on its own: results, context, exceptions, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import random
+import traceback
+import warnings
+
+import pytest
+from greenlet import GreenletExit, getcurrent, greenlet
+
+from aiopyramid_ng.bridge import RequestGreenlet, await_, in_bridge, request_loop, spawn_greenlet
+from aiopyramid_ng.exceptions import ScopeError
+
+from .conftest import LeakCheck
+
+var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+
+async def double_later(value: int, delay: float = 0.001) -> int:
+    await asyncio.sleep(delay)
+    return value * 2
+
+
+def test_result_and_current_task() -> None:
+    def sync_code() -> tuple[int, bool, bool]:
+        task = asyncio.current_task()
+        assert in_bridge()
+        return await_(double_later(21)), task is not None, asyncio.current_task() is task
+
+    async def main() -> tuple[int, bool, bool]:
+        return await spawn_greenlet(sync_code)
+
+    assert asyncio.run(main()) == (42, True, True)
+
+
+def test_coroutine_that_never_suspends_needs_no_switch() -> None:
+    switches = []
+
+    async def immediate() -> str:
+        return "now"
+
+    def sync_code() -> str:
+        previous = greenlet.settrace(lambda event, args: switches.append(event))
+        try:
+            return await_(immediate())
+        finally:
+            greenlet.settrace(previous)
+
+    assert asyncio.run(spawn_greenlet(sync_code)) == "now"
+    assert switches == []
+
+
+def test_awaits_futures_and_tasks() -> None:
+    def sync_code() -> list[object]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        loop.call_later(0.001, future.set_result, "future")
+        task = asyncio.ensure_future(double_later(2))
+        return [await_(future), await_(task), await_(asyncio.sleep(0, "sleep"))]
+
+    assert asyncio.run(spawn_greenlet(sync_code)) == ["future", 4, "sleep"]
+
+
+def test_contextvars_flow_both_ways_and_reset_across() -> None:
+    def sync_code() -> str:
+        seen = var.get()
+        var.set("from greenlet")
+        return seen
+
+    async def main() -> None:
+        token = var.set("from task")
+        assert await spawn_greenlet(sync_code) == "from task"
+        assert var.get() == "from greenlet"
+
+        def reset_in_greenlet() -> None:
+            var.reset(token)
+
+        await spawn_greenlet(reset_in_greenlet)
+        assert var.get() == "unset"
+
+        # And a token made in the greenlet resets on the Task's side.
+        tokens = []
+        await spawn_greenlet(lambda: tokens.append(var.set("inner")))
+        assert var.get() == "inner"
+        var.reset(tokens[0])
+        assert var.get() == "unset"
+
+    asyncio.run(main())
+
+
+def test_nested_sync_async_sync() -> None:
+    depth: list[int] = []
+
+    def level(n: int) -> int:
+        if n == 0:
+            return 0
+        return await_(async_level(n))
+
+    async def async_level(n: int) -> int:
+        await asyncio.sleep(0)
+        depth.append(n)
+        return 1 + level(n - 1)
+
+    assert asyncio.run(spawn_greenlet(level, 20)) == 20
+    assert depth == list(range(20, 0, -1))
+
+
+def test_nested_spawn_greenlet_inside_a_request_greenlet() -> None:
+    async def outer() -> int:
+        return await spawn_greenlet(lambda: await_(double_later(5)))
+
+    assert asyncio.run(spawn_greenlet(lambda: await_(outer()))) == 10
+
+
+def test_greenlet_below_a_request_greenlet_may_wait() -> None:
+    def sync_code() -> int:
+        child = greenlet(lambda: await_(double_later(8)))
+        return int(child.switch())
+
+    assert asyncio.run(spawn_greenlet(sync_code)) == 16
+
+
+def test_exception_is_the_same_object_with_both_frames() -> None:
+    raised: list[BaseException] = []
+
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        error = ValueError("boom")
+        raised.append(error)
+        raise error
+
+    def sync_caller() -> None:
+        await_(failing())
+
+    async def main() -> None:
+        with pytest.raises(ValueError) as info:
+            await spawn_greenlet(sync_caller)
+        assert info.value is raised[0]
+        frames = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+        assert "sync_caller" in frames
+        assert "failing" in frames
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit, GeneratorExit])
+def test_base_exceptions_are_forwarded(exc_type: type[BaseException]) -> None:
+    async def raising() -> None:
+        await asyncio.sleep(0)
+        raise exc_type()
+
+    def sync_caller() -> None:
+        await_(raising())
+
+    async def main() -> BaseException:
+        try:
+            await spawn_greenlet(sync_caller)
+        except BaseException as exc:  # noqa: BLE001 - the point is what arrives here
+            return exc
+        raise AssertionError("nothing was raised")
+
+    assert type(asyncio.run(main())) is exc_type
+
+
+def test_cancellation_runs_finally_and_ends_cancelled() -> None:
+    order: list[str] = []
+
+    def waiting() -> None:
+        try:
+            await_(asyncio.sleep(10))
+        finally:
+            order.append("finally")
+
+    async def main() -> None:
+        task = asyncio.create_task(spawn_greenlet(waiting))
+        await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        order.append("cancelled")
+
+    asyncio.run(main())
+    assert order == ["finally", "cancelled"]
+
+
+def test_swallowed_cancellation_still_ends_cancelled() -> None:
+    def swallowing() -> str:
+        try:
+            await_(asyncio.sleep(10))
+        except asyncio.CancelledError:
+            return "swallowed"
+        return "not cancelled"
+
+    async def main() -> None:
+        task = asyncio.create_task(spawn_greenlet(swallowing))
+        await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_timeout_inside_a_synchronized_coroutine() -> None:
+    async def slow() -> None:
+        async with asyncio.timeout(0.001):
+            await asyncio.sleep(10)
+
+    def sync_code() -> str:
+        try:
+            await_(slow())
+        except TimeoutError:
+            return "timed out"
+        return "no timeout"
+
+    async def main() -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        result = await spawn_greenlet(sync_code)
+        assert task.cancelling() == 0
+        return result
+
+    assert asyncio.run(main()) == "timed out"
+
+
+def test_closing_the_driver_unwinds_the_greenlet() -> None:
+    order: list[str] = []
+
+    def waiting() -> None:
+        try:
+            await_(asyncio.sleep(10))
+        finally:
+            order.append("unwound")
+
+    async def main() -> None:
+        driver = spawn_greenlet(waiting)
+        future = driver.send(None)  # runs until the greenlet suspends
+        assert isinstance(future, asyncio.Future)
+        driver.close()
+        assert order == ["unwound"]
+
+    asyncio.run(main())
+
+
+def test_a_greenlet_that_refuses_to_stop_is_reported() -> None:
+    def stubborn() -> None:
+        for _ in range(3):
+            try:
+                await_(asyncio.sleep(10))
+            except (GeneratorExit, GreenletExit):
+                continue
+
+    async def main() -> None:
+        driver = spawn_greenlet(stubborn)
+        driver.send(None)
+        with pytest.raises(RuntimeError, match="kept waiting after its request was closed"):
+            driver.close()
+
+    asyncio.run(main())
+
+
+def test_await_outside_a_bridge_raises_scope_error_without_warnings() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ScopeError, match="not running in a request greenlet"):
+            await_(double_later(1))
+        gc.collect()
+
+
+def test_await_on_the_loop_outside_a_bridge_raises_scope_error() -> None:
+    async def main() -> None:
+        assert not in_bridge()
+        with pytest.raises(ScopeError, match="spawn_greenlet"):
+            await_(double_later(1))
+
+    asyncio.run(main())
+
+
+def test_request_loop_is_known_in_the_request_context() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert await spawn_greenlet(request_loop) is loop
+        assert contextvars.copy_context().run(request_loop) is loop
+
+    asyncio.run(main())
+
+
+def test_many_interleaved_greenlets_on_one_loop() -> None:
+    def worker(i: int) -> tuple[int, int]:
+        var.set(f"request {i}")
+        for _ in range(5):
+            await_(asyncio.sleep(random.random() / 1000))
+            assert var.get() == f"request {i}"
+            assert isinstance(getcurrent(), RequestGreenlet)
+        return i, await_(double_later(i, 0))
+
+    async def main() -> list[tuple[int, int]]:
+        check = LeakCheck()
+        results = await asyncio.gather(*(spawn_greenlet(worker, i) for i in range(500)))
+        check.assert_clean(asyncio.get_running_loop())
+        return results
+
+    assert asyncio.run(main()) == [(i, 2 * i) for i in range(500)]

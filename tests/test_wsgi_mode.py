@@ -1,0 +1,136 @@
+"""WSGI mode: the Router under WebTest and a real WSGI server (waitress)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pyramid.config import Configurator
+from pyramid.interfaces import IExecutionPolicy
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.router import Router
+from pyramid.threadlocal import get_current_request
+from waitress.server import create_server
+from webtest import TestApp
+
+from aiopyramid_ng.helpers import synchronize
+from aiopyramid_ng.wsgi import GreenletExecutionPolicy
+
+from .conftest import make_app
+
+queues: dict[asyncio.AbstractEventLoop, asyncio.Queue[str]] = {}
+
+
+async def produce(request: Request) -> Response:
+    # A loop-bound resource made in one request and used by later ones.
+    queue = queues.setdefault(asyncio.get_running_loop(), asyncio.Queue())
+    await queue.put(request.params["item"])
+    return Response("queued")
+
+
+async def consume(request: Request) -> Response:
+    queue = queues[asyncio.get_running_loop()]
+    return Response(await asyncio.wait_for(queue.get(), 1))
+
+
+@synchronize
+async def slow_upper(text: str) -> str:
+    await asyncio.sleep(0.001)
+    return text.upper()
+
+
+async def shout(request: Request) -> dict[str, Any]:
+    await asyncio.sleep(0.001)
+    assert get_current_request() is request
+    return {"said": slow_upper(request.params.get("say", "hi"))}
+
+
+def setup(config: Configurator) -> None:
+    config.add_route("produce", "/produce")
+    config.add_route("consume", "/consume")
+    config.add_route("shout", "/shout")
+    config.add_view(produce, route_name="produce")
+    config.add_view(consume, route_name="consume")
+    config.add_view(shout, route_name="shout", renderer="json")
+
+
+@pytest.fixture(scope="module")
+def app() -> Router:
+    return make_app(setup)
+
+
+def test_webtest_with_coroutine_views_and_loop_bound_resources(app: Router) -> None:
+    client = TestApp(app)
+    assert client.get("/shout?say=hello").json == {"said": "HELLO"}
+    client.get("/produce?item=one")
+    client.get("/produce?item=two")
+    assert client.get("/consume").text == "one"
+    assert client.get("/consume").text == "two"
+
+
+def test_the_execution_policy_is_wrapped_once_whatever_sets_it() -> None:
+    calls: list[str] = []
+
+    def custom_policy(environ: dict[str, Any], router: Router) -> Any:
+        calls.append(environ["PATH_INFO"])
+        with router.request_context(environ) as request:
+            return router.invoke_request(request)
+
+    def with_policy(config: Configurator) -> None:
+        config.set_execution_policy(custom_policy)
+        config.include("aiopyramid_ng")
+        setup(config)
+
+    app = make_app(with_policy)
+    policy = app.registry.getUtility(IExecutionPolicy)
+    assert isinstance(policy, GreenletExecutionPolicy)
+    assert policy.policy is custom_policy
+    assert "custom_policy" in repr(policy)
+    assert TestApp(app).get("/shout").json == {"said": "HI"}
+    assert calls == ["/shout"]
+
+
+def test_calling_the_wsgi_app_from_a_running_loop_is_a_clear_error(app: Router) -> None:
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="asyncio.to_thread"):
+            Request.blank("/shout").get_response(app)
+        response = await asyncio.to_thread(Request.blank("/shout").get_response, app)
+        assert response.json == {"said": "HI"}
+
+    asyncio.run(main())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def waitress_url(app: Router) -> Iterator[str]:
+    port = _free_port()
+    server = create_server(app, host="127.0.0.1", port=port, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        thread.join(5)
+
+
+def test_waitress_serves_coroutine_views_concurrently(waitress_url: str) -> None:
+    async def main() -> list[Any]:
+        async with httpx.AsyncClient(base_url=waitress_url) as client:
+            responses = await asyncio.gather(
+                *(client.get("/shout", params={"say": f"n{n}"}) for n in range(60))
+            )
+        return [response.json() for response in responses]
+
+    assert asyncio.run(main()) == [{"said": f"N{n}"} for n in range(60)]
