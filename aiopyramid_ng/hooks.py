@@ -1,0 +1,66 @@
+"""Waiting for what a user's hook returns, from Pyramid's synchronous machinery.
+
+Pyramid calls its hooks (security policies, traversal, tweens, subscribers,
+callbacks) synchronously.  When a hook is a coroutine function, calling it
+yields an awaitable that :func:`resolve` waits for wherever the call
+happened: in a request greenlet (only that request waits), or in a worker
+thread serving a request (the request's loop runs the awaitable).
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from pyramid.util import object_description
+
+from .exceptions import ScopeError
+from .helpers import synchronize
+
+__all__ = ["describe", "resolve"]
+
+T = TypeVar("T")
+
+
+def describe(hook: object) -> str:
+    """Name ``hook`` for an error message: its module and qualified name."""
+    target = getattr(hook, "__wrapped__", hook)
+    qualname = getattr(target, "__qualname__", None)
+    module = getattr(target, "__module__", None)
+    if qualname and module:
+        return f"{module}.{qualname}"
+    description: str = object_description(hook)
+    return description
+
+
+@synchronize
+async def _wait(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def resolve(result: T | Awaitable[T], hook: object, fix: str) -> T:
+    """Return ``result``, or what it resolves to when it is awaitable.
+
+    :param hook: the callable that returned ``result``, named in errors.
+    :param fix: how to make the call possible, appended to the error.
+    :raises ScopeError: when the awaitable cannot be waited for here (the
+        caller runs on the event loop outside any request greenlet, or in a
+        thread that serves no request).
+    """
+    if not inspect.isawaitable(result):
+        return result
+    try:
+        resolved: T = _wait(result)
+    except ScopeError as exc:
+        if isinstance(result, types.CoroutineType):
+            if inspect.getcoroutinestate(result) != inspect.CORO_CREATED:
+                raise  # raised by the hook's own code, not by the waiting
+            result.close()
+        raise ScopeError(
+            f"{describe(hook)} returned an awaitable, but it was called outside any request "
+            "(on the event loop outside a request greenlet, or in a thread that serves no "
+            f"request), where nothing can wait for it. {fix}"
+        ) from exc
+    return resolved
