@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import os
+import queue
 import threading
-from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from pyramid.exceptions import ConfigurationError
 from pyramid.threadlocal import get_current_registry
 from zope.interface import implementer
 
+from .bridge import await_, spawn_greenlet
 from .interfaces import IAppExecutor
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "current_executor",
     "max_workers_from_settings",
     "run_in_thread",
+    "wait_from_worker",
 ]
 
 P = ParamSpec("P")
@@ -93,6 +97,30 @@ class AppExecutor:
             executor.shutdown(wait=wait)
 
 
+_Work = tuple["Future[Any]", contextvars.Context, Callable[[], Any]]
+
+
+class _WaitingWorker:
+    """A worker thread blocked until a coroutine it started on the loop is done."""
+
+    def __init__(self) -> None:
+        self.inbox: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        # Only read and written on the loop thread, so it needs no lock.
+        self.waiting = True
+
+    def stop_waiting(self) -> None:
+        self.waiting = False
+        self.inbox.put(None)
+
+
+#: Set in the context of a coroutine that a worker thread is blocked waiting
+#: for (see wait_from_worker).  Blocking work that coroutine hands to an
+#: executor runs in the waiting thread instead: otherwise a pool whose threads
+#: all wait this way (a one-thread pool, say) could never run it.
+_waiting_worker: contextvars.ContextVar[_WaitingWorker] = contextvars.ContextVar(
+    "aiopyramid_ng.waiting_worker"
+)
+
 #: Used by code that runs outside any application configured with aiopyramid_ng.
 _fallback = AppExecutor()
 
@@ -118,7 +146,14 @@ async def run_in_thread(
     races the thread.
     """
     context = contextvars.copy_context()
-    submitted = executor.submit(context.run, func, *args, **kwargs)
+    call = functools.partial(func, *args, **kwargs)
+    worker = _waiting_worker.get(None)
+    submitted: Future[T]
+    if worker is None or not worker.waiting:
+        submitted = executor.submit(context.run, call)
+    else:
+        submitted = Future()
+        worker.inbox.put((submitted, context, call))
     future = asyncio.wrap_future(submitted)
     try:
         return await asyncio.shield(future)
@@ -140,3 +175,30 @@ async def _finish_despite_cancellation(future: asyncio.Future[Any]) -> None:
             break
     if not future.cancelled():
         future.exception()  # retrieved, so asyncio does not log it as lost
+
+
+def wait_from_worker(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on ``loop`` from a worker thread and block until it is done.
+
+    The coroutine runs in a bridged greenlet (so synchronous code it calls
+    may wait too) with a copy of this thread's context.  While it runs, this
+    thread executes any blocking work the coroutine sends to an executor.
+    """
+    worker = _WaitingWorker()
+    # run_coroutine_threadsafe gives the new Task a copy of the context
+    # current here, so the marker reaches the coroutine and nothing else.
+    token = _waiting_worker.set(worker)
+    try:
+        done = asyncio.run_coroutine_threadsafe(spawn_greenlet(await_, coroutine), loop)
+    finally:
+        _waiting_worker.reset(token)
+    # The loop thread completes `done`, so this callback runs there too.
+    done.add_done_callback(lambda _: worker.stop_waiting())
+    while (work := worker.inbox.get()) is not None:
+        submitted, context, call = work
+        if submitted.set_running_or_notify_cancel():
+            try:
+                submitted.set_result(context.run(call))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                submitted.set_exception(exc)
+    return done.result()

@@ -22,7 +22,7 @@ from pyramid.util import object_description
 
 from .bridge import await_, in_bridge, request_loop, spawn_greenlet
 from .exceptions import ScopeError
-from .executor import current_executor, run_in_thread
+from .executor import current_executor, run_in_thread, wait_from_worker
 
 __all__ = ["await_", "spawn_greenlet", "synchronize", "use_executor"]
 
@@ -33,6 +33,7 @@ CoroutineFunction = Callable[P, Coroutine[Any, Any, T]]
 
 
 def _wait_outside_bridge(coroutine: Coroutine[Any, Any, T], strict: bool) -> T | Awaitable[T]:
+    name = getattr(coroutine, "__qualname__", "the coroutine")
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -42,11 +43,10 @@ def _wait_outside_bridge(coroutine: Coroutine[Any, Any, T], strict: bool) -> T |
         # because the request greenlet is itself waiting for this thread.
         loop = request_loop()
         if loop is not None and loop.is_running():
-            bridged = spawn_greenlet(await_, coroutine)
-            return asyncio.run_coroutine_threadsafe(bridged, loop).result()
+            return wait_from_worker(loop, coroutine)
         coroutine.close()
         raise ScopeError(
-            f"Cannot run {coroutine.__qualname__}() from this thread: it has no event loop and "
+            f"Cannot run {name}() from this thread: it has no event loop and "
             "serves no request. Call it from a request (a view, a hook, or a function run with "
             "use_executor), or start a loop for it: asyncio.run(spawn_greenlet(func, ...))."
         ) from None
@@ -54,7 +54,7 @@ def _wait_outside_bridge(coroutine: Coroutine[Any, Any, T], strict: bool) -> T |
         return coroutine
     coroutine.close()
     raise ScopeError(
-        f"Cannot wait for {coroutine.__qualname__}() here: the caller runs on the event loop "
+        f"Cannot wait for {name}() here: the caller runs on the event loop "
         "but outside any request greenlet, so waiting would block the loop. Await it directly "
         "from a coroutine, run the calling code with `await spawn_greenlet(func, ...)`, or "
         "decorate with synchronize(strict=False) to get the coroutine back in this case."

@@ -16,7 +16,8 @@ class IAppExecutor(Interface):  # type: ignore[misc]
 
     owned = Attribute("True when the application created the pool and shuts it down.")
 
-    def get() -> object:
+    # Zope interfaces declare methods without ``self``.
+    def get() -> object:  # type: ignore[misc]
         """Return the :class:`concurrent.futures.Executor`, creating it on first use."""
 
     def shutdown(wait: bool = True) -> None:

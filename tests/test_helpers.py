@@ -382,3 +382,35 @@ def test_owned_executor_is_created_lazily_and_shut_down() -> None:
         first.submit(print)
     assert holder.get() is not first
     holder.shutdown()
+
+
+def test_executor_work_from_a_coroutine_a_blocked_worker_waits_for() -> None:
+    # One thread: the view occupies it, synchronizes a coroutine, and that
+    # coroutine needs the pool again. The waiting thread runs that work itself.
+    @use_executor
+    def blocking_part(n: int) -> str:
+        assert get_current_request() is not None
+        return f"{n} in {threading.current_thread().name}"
+
+    @synchronize
+    async def mixed(n: int) -> str:
+        await asyncio.sleep(0)
+        return await blocking_part(n)
+
+    def view(request: Request) -> Response:
+        return Response(mixed(int(request.params["n"])))
+
+    def setup(config: Configurator) -> None:
+        config.add_route("view", "/")
+        config.add_view(view, route_name="view")
+
+    app = make_app(setup, **{"aiopyramid_ng.executor.max_workers": "1"})
+
+    async def main() -> list[str]:
+        responses = await asyncio.gather(*(get_response(app, f"/?n={n}") for n in range(10)))
+        return [response.text for response in responses]
+
+    try:
+        assert asyncio.run(main()) == [f"{n} in aiopyramid_ng_0" for n in range(10)]
+    finally:
+        app.registry.getUtility(IAppExecutor).shutdown()
