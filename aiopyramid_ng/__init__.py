@@ -14,6 +14,7 @@ from pyramid.interfaces import PHASE0_CONFIG, IExecutionPolicy
 from pyramid.router import default_execution_policy
 
 from . import threadlocal
+from .asgi import make_asgi_app_directive
 from .config import CoroutineOrExecutorMapper
 from .derivers import awaited_view
 from .executor import AppExecutor, max_workers_from_settings
@@ -52,10 +53,12 @@ def includeme(config: Configurator) -> None:
     * registers the application's thread pool (setting
       ``aiopyramid_ng.executor.max_workers``) and the ``set_executor``
       directive;
+    * adds the ``make_asgi_app`` directive (see :mod:`aiopyramid_ng.asgi`);
     * wraps the execution policy so the Router runs in request greenlets.
     """
     threadlocal.install()
     config.add_directive("set_executor", set_executor)
+    config.add_directive("make_asgi_app", make_asgi_app_directive)
     config.set_view_mapper(CoroutineOrExecutorMapper)
     config.add_view_deriver(awaited_view, under="rendered_view", over="mapped_view")
 

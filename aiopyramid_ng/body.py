@@ -1,0 +1,91 @@
+"""Reading an ASGI request body before the WSGI application sees it.
+
+WSGI code reads ``wsgi.input`` synchronously and may read it more than once
+(``request.POST``, ``json_body``, ``make_body_seekable()``), from a request
+greenlet or an executor thread.  Receiving the body from the server is
+asynchronous, so it is read completely *before* the application runs: small
+bodies stay in memory, larger ones spill to a temporary file, and a body over
+the limit is refused without the application running at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from tempfile import SpooledTemporaryFile
+from typing import IO, Any
+
+from pyramid.exceptions import ConfigurationError
+
+from .types import Receive
+
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "MAX_BODY_SIZE_SETTING",
+    "SPOOL_SIZE",
+    "BodyTooLarge",
+    "ClientDisconnected",
+    "max_body_size_from_settings",
+    "read_body",
+]
+
+MAX_BODY_SIZE_SETTING = "aiopyramid_ng.max_body_size"
+#: Bodies larger than this (in bytes) get 413 unless the setting says otherwise.
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+#: Bodies up to this size stay in memory; larger ones go to a temporary file.
+SPOOL_SIZE = 1024 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeds the application's limit."""
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the request body was complete."""
+
+
+def max_body_size_from_settings(settings: Mapping[str, Any] | None) -> int:
+    """Read and check ``aiopyramid_ng.max_body_size`` (bytes, a positive whole number)."""
+    raw = (settings or {}).get(MAX_BODY_SIZE_SETTING, DEFAULT_MAX_BODY_SIZE)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise ConfigurationError(
+            f"{MAX_BODY_SIZE_SETTING} = {raw!r} is not a positive whole number of bytes; set "
+            f"it to the largest request body to accept (default {DEFAULT_MAX_BODY_SIZE})."
+        )
+    return value
+
+
+async def read_body(receive: Receive, limit: int) -> tuple[IO[bytes], int]:
+    """Receive the whole request body; return it rewound, with its length.
+
+    Works the same for a body with ``Content-Length`` and a chunked one.
+
+    :raises BodyTooLarge: as soon as more than ``limit`` bytes arrived.
+    :raises ClientDisconnected: on ``http.disconnect`` before the last chunk.
+    """
+    # Writes past SPOOL_SIZE go to a temporary file on the loop thread: they
+    # land in the page cache and cost about as much as the copy in memory
+    # would, while a thread hop per chunk would cost more than the write.
+    body: IO[bytes] = SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115 - returned open
+    size = 0
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge()
+            if chunk:
+                body.write(chunk)
+            if not message.get("more_body", False):
+                break
+    except BaseException:
+        body.close()
+        raise
+    body.seek(0)
+    return body, size

@@ -1,0 +1,148 @@
+"""Map an ASGI ``http`` scope to a PEP 3333 WSGI environ.
+
+WSGI carries every string as a "bytes-as-latin-1" ``str``: the request's raw
+bytes, each byte one code point.  WebOb and Pyramid decode paths as UTF-8
+from that form, so non-ASCII paths and header values survive unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import IO
+from urllib.parse import unquote_to_bytes
+
+from .types import Environ, Scope
+
+__all__ = ["FileWrapper", "build_environ", "wsgi_path"]
+
+#: The smallest read :class:`FileWrapper` asks for; WebOb's ``FileResponse``
+#: suggests 4 KiB, which would cost one thread hop per 4 KiB of file.
+MIN_FILE_CHUNK = 64 * 1024
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: marks a file-like object as a response body.
+
+    The ASGI adapter recognises it and reads the file in chunks of at least
+    :data:`MIN_FILE_CHUNK` bytes in a worker thread, so neither the whole
+    file nor the blocking reads land on the event loop.  Iterating it
+    directly (as a WSGI server would) reads synchronously.
+    """
+
+    def __init__(self, file: IO[bytes], block_size: int = MIN_FILE_CHUNK):
+        self.file = file
+        self.block_size = max(block_size, MIN_FILE_CHUNK)
+
+    def read_chunk(self) -> bytes:
+        """Read the next chunk; ``b""`` at the end of the file."""
+        return self.file.read(self.block_size)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.read_chunk, b"")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _latin1(text: str) -> str:
+    return text.encode("utf-8").decode("latin-1")
+
+
+def wsgi_path(scope: Scope) -> tuple[str, str]:
+    """Return ``(SCRIPT_NAME, PATH_INFO)`` for ``scope``, bytes-as-latin-1.
+
+    ``raw_path`` is preferred when the server sends it: it holds the bytes the
+    client sent, whatever their encoding.  ASGI servers disagree on whether
+    ``path`` includes ``root_path`` (uvicorn: yes, hypercorn and daphne: no),
+    so the prefix is stripped only where it matches a whole leading segment.
+    """
+    script_name = _latin1(scope.get("root_path", "")).rstrip("/")
+    raw_path = scope.get("raw_path")
+    if raw_path:
+        path_info = unquote_to_bytes(raw_path).decode("latin-1")
+    else:
+        path_info = _latin1(scope["path"])
+    if script_name and (
+        path_info == script_name or path_info.startswith(script_name + "/")
+    ):
+        path_info = path_info[len(script_name) :]
+    return script_name, path_info
+
+
+def _headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[str, str]]:
+    joined: dict[str, list[str]] = {}
+    for raw_name, raw_value in raw_headers:
+        name = raw_name.decode("latin-1").lower()
+        if "_" in name:
+            # "X-User_Id" and "X-User-Id" would both become HTTP_X_USER_ID; a
+            # client could then smuggle a value past a proxy that strips or
+            # sets the dashed one.  Such headers are dropped, as nginx does.
+            continue
+        joined.setdefault(name, []).append(raw_value.decode("latin-1"))
+    for name, values in joined.items():
+        if name == "content-type":
+            key = "CONTENT_TYPE"
+        elif name == "content-length":
+            key = "CONTENT_LENGTH"
+        else:
+            key = "HTTP_" + name.upper().replace("-", "_")
+        # RFC 9110 joins repeated fields with commas; Cookie is the exception
+        # (RFC 6265 section 5.4), its pairs are separated by semicolons.
+        yield key, ("; " if name == "cookie" else ", ").join(values)
+
+
+def build_environ(scope: Scope, body: IO[bytes], content_length: int) -> Environ:
+    """Build the WSGI environ of an ``http`` scope whose body was fully read.
+
+    ``body`` is positioned at its start and holds ``content_length`` bytes;
+    ``CONTENT_LENGTH`` states that length even for a chunked upload, so
+    WebOb reads the body without needing ``wsgi.input_terminated``.
+    """
+    scheme = scope.get("scheme", "http")
+    script_name, path_info = wsgi_path(scope)
+    environ: Environ = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": script_name,
+        "PATH_INFO": path_info,
+        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.input": body,
+        "wsgi.input_terminated": True,
+        "wsgi.errors": sys.stderr,
+        # Requests of one process interleave on the loop and executor views
+        # run in threads: code must be as careful as under a threaded server.
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+        "asgi.scope": scope,
+    }
+    environ.update(_headers(scope.get("headers", ())))
+    environ["CONTENT_LENGTH"] = str(content_length) if content_length else ""
+    environ.setdefault("CONTENT_TYPE", "")
+    server = scope.get("server")
+    if server is not None:
+        host, port = server
+        environ["SERVER_NAME"] = host
+        environ["SERVER_PORT"] = (
+            str(port) if port is not None else _DEFAULT_PORTS.get(scheme, "80")
+        )
+    else:
+        # A server on a Unix socket sends no address; PEP 3333 still requires
+        # both keys, and the Host header is the best name the request has.
+        host_header = environ.get("HTTP_HOST", "localhost")
+        name, colon, port = host_header.rpartition(":")
+        if not colon or not port.isdigit():
+            name, port = host_header, _DEFAULT_PORTS.get(scheme, "80")
+        environ["SERVER_NAME"] = name
+        environ["SERVER_PORT"] = port
+    client = scope.get("client")
+    if client is not None:
+        environ["REMOTE_ADDR"] = client[0]
+        environ["REMOTE_PORT"] = str(client[1])
+    return environ

@@ -1,0 +1,117 @@
+"""Application startup and shutdown: the ASGI lifespan protocol, or lazily.
+
+Servers with lifespan support (uvicorn, hypercorn) drive :meth:`Lifecycle.serve`.
+A server without it (daphne) never does, so the first HTTP request calls
+:meth:`Lifecycle.ensure_started` and startup happens then, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pyramid.registry import Registry
+from pyramid.threadlocal import manager
+
+from .bridge import spawn_greenlet
+from .events import ApplicationShutdown, ApplicationStartup
+from .interfaces import IAppExecutor
+from .types import Receive, Send
+
+__all__ = ["Lifecycle"]
+
+logger = logging.getLogger(__name__)
+
+
+def _notify(registry: Registry, event: object) -> None:
+    # Subscribers expect get_current_registry() to be their application's,
+    # as during a request.  The push lands in the Task's context only.
+    manager.push({"registry": registry, "request": None})
+    try:
+        registry.notify(event)
+    finally:
+        manager.pop()
+
+
+class Lifecycle:
+    """Starts and stops one ASGI application.
+
+    :param app: the ASGI application, passed to the events.
+    :param registry: its Pyramid registry; without one there is nothing to
+        notify and startup/shutdown only change state.
+    """
+
+    def __init__(self, app: Any, registry: Registry | None):
+        self.app = app
+        self.registry = registry
+        self.started = False
+        # Created unlocked and bound to a loop only if ever contended, so one
+        # application object may serve on successive loops (tests do).
+        self._lock = asyncio.Lock()
+
+    async def ensure_started(self) -> None:
+        """Notify :class:`~aiopyramid_ng.events.ApplicationStartup` unless done already.
+
+        Concurrent callers wait for one startup; if it fails, the exception
+        propagates to every waiter and the next call tries again.
+        """
+        if self.started:
+            return
+        async with self._lock:
+            if self.started:
+                return
+            if self.registry is not None:
+                # In a request greenlet: subscribers may use synchronize(),
+                # and the event loop keeps running while they wait.
+                await spawn_greenlet(
+                    _notify, self.registry, ApplicationStartup(self.app, self.registry)
+                )
+            self.started = True
+
+    async def shutdown(self) -> None:
+        """Notify :class:`~aiopyramid_ng.events.ApplicationShutdown`, then stop the pool.
+
+        Does nothing if the application was never started.
+        """
+        async with self._lock:
+            if not self.started:
+                return
+            self.started = False
+            if self.registry is None:
+                return
+            try:
+                await spawn_greenlet(
+                    _notify, self.registry, ApplicationShutdown(self.app, self.registry)
+                )
+            finally:
+                holder = self.registry.queryUtility(IAppExecutor)
+                if holder is not None:
+                    # Joining the pool's threads blocks: do it off the loop.
+                    await asyncio.to_thread(holder.shutdown)
+
+    async def serve(self, receive: Receive, send: Send) -> None:
+        """Speak the ASGI lifespan protocol until the server asks for shutdown."""
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "lifespan.startup":
+                step, action = "startup", self.ensure_started
+            elif kind == "lifespan.shutdown":
+                step, action = "shutdown", self.shutdown
+            else:
+                raise RuntimeError(f"Unexpected ASGI lifespan message {kind!r}.")
+            try:
+                await action()
+            except Exception as exc:
+                logger.exception("Application %s failed", step)
+                await send(
+                    {
+                        "type": f"lifespan.{step}.failed",
+                        "message": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+                return
+            await send({"type": f"lifespan.{step}.complete"})
+            if step == "shutdown":
+                return
