@@ -44,7 +44,14 @@ class RequestGreenlet(greenlet):  # type: ignore[misc]
     """A greenlet whose parent is a driver running inside an asyncio Task.
 
     Code running in it (or in any greenlet it starts) may call :func:`await_`.
+    SQLAlchemy's asyncio extension recognises it as a greenlet it may wait
+    from, so a synchronous ``Session`` over an async engine performs its I/O
+    on the loop with no thread.
     """
+
+    # SQLAlchemy's await_ switches the raw awaitable to this greenlet's parent
+    # and expects its outcome back; _drive speaks that protocol too.
+    __sqlalchemy_greenlet_provider__ = True
 
 
 def _driver_of(current: greenlet) -> greenlet | None:
@@ -128,16 +135,30 @@ def _drive(
     cancelling = task.cancelling() if task is not None else 0
     message = child.switch(*args, **kwargs)
     while not child.dead:
-        waiter, suspended_on = message
-        try:
-            yield suspended_on
-        except GeneratorExit:
-            _unwind(child, waiter, func)
-            raise
-        except BaseException as exc:
-            message = waiter.throw(exc)
+        if type(message) is tuple:
+            # From await_: the greenlet that suspended, and what it waits on.
+            waiter, suspended_on = message
+            try:
+                yield suspended_on
+            except GeneratorExit:
+                _unwind(child, waiter, func)
+                raise
+            except BaseException as exc:
+                message = waiter.throw(exc)
+            else:
+                message = waiter.switch()
         else:
-            message = waiter.switch()
+            # From SQLAlchemy's await_: an awaitable to run to completion
+            # here, whose value or exception goes back to the request greenlet.
+            try:
+                value = yield from message.__await__()
+            except GeneratorExit:
+                _unwind(child, child, func)
+                raise
+            except BaseException as exc:
+                message = child.throw(exc)
+            else:
+                message = child.switch(value)
     if task is not None and task.cancelling() > cancelling:
         # The synchronous code swallowed the CancelledError thrown into it.
         # The Task was still asked to stop: end it cancelled, as asyncio would

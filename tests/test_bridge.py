@@ -11,6 +11,8 @@ import warnings
 
 import pytest
 from greenlet import GreenletExit, getcurrent, greenlet
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from aiopyramid_ng.bridge import RequestGreenlet, await_, in_bridge, request_loop, spawn_greenlet
 from aiopyramid_ng.exceptions import ScopeError
@@ -305,3 +307,68 @@ def test_many_interleaved_greenlets_on_one_loop() -> None:
         return results
 
     assert asyncio.run(main()) == [(i, 2 * i) for i in range(500)]
+
+
+def test_sqlalchemy_greenlet_protocol_is_understood() -> None:
+    # SQLAlchemy's own await_: check the marker, switch the raw awaitable to
+    # the parent, get its outcome back.
+    def sqlalchemy_style_await(awaitable: object) -> object:
+        current = getcurrent()
+        assert getattr(current, "__sqlalchemy_greenlet_provider__", False)
+        return current.parent.switch(awaitable)
+
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise LookupError("from the database")
+
+    def sync_orm_code() -> list[object]:
+        results = [sqlalchemy_style_await(double_later(4))]
+        try:
+            sqlalchemy_style_await(failing())
+        except LookupError as exc:
+            results.append(exc.args[0])
+        results.append(await_(double_later(5)))  # both protocols in one greenlet
+        return results
+
+    async def main() -> list[object]:
+        return await spawn_greenlet(sync_orm_code)
+
+    assert asyncio.run(main()) == [8, "from the database", 10]
+
+
+def test_sqlalchemy_protocol_cancellation_reaches_the_greenlet() -> None:
+    order: list[str] = []
+
+    def sync_orm_code() -> None:
+        try:
+            getcurrent().parent.switch(asyncio.sleep(10))
+        except asyncio.CancelledError:
+            order.append("cancelled in greenlet")
+            raise
+
+    async def main() -> None:
+        task = asyncio.create_task(spawn_greenlet(sync_orm_code))
+        await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert order == ["cancelled in greenlet"]
+
+
+def test_sync_sqlalchemy_over_an_async_engine_needs_no_thread() -> None:
+    async def main() -> list[int]:
+        engine = create_async_engine("sqlite+aiosqlite:///:memory:")
+
+        def sync_queries() -> list[int]:
+            # The plain, synchronous API: its I/O goes through the bridge.
+            with engine.sync_engine.connect() as connection:
+                return [connection.execute(text(f"select {n}")).scalar_one() for n in range(3)]
+
+        try:
+            return await spawn_greenlet(sync_queries)
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(main()) == [0, 1, 2]
