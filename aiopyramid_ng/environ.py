@@ -61,13 +61,8 @@ def wsgi_path(scope: Scope) -> tuple[str, str]:
     """
     script_name = _latin1(scope.get("root_path", "")).rstrip("/")
     raw_path = scope.get("raw_path")
-    if raw_path:
-        path_info = unquote_to_bytes(raw_path).decode("latin-1")
-    else:
-        path_info = _latin1(scope["path"])
-    if script_name and (
-        path_info == script_name or path_info.startswith(script_name + "/")
-    ):
+    path_info = unquote_to_bytes(raw_path).decode("latin-1") if raw_path else _latin1(scope["path"])
+    if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
         path_info = path_info[len(script_name) :]
     return script_name, path_info
 
@@ -129,9 +124,7 @@ def build_environ(scope: Scope, body: IO[bytes], content_length: int) -> Environ
     if server is not None:
         host, port = server
         environ["SERVER_NAME"] = host
-        environ["SERVER_PORT"] = (
-            str(port) if port is not None else _DEFAULT_PORTS.get(scheme, "80")
-        )
+        environ["SERVER_PORT"] = str(port) if port is not None else _DEFAULT_PORTS.get(scheme, "80")
     else:
         # A server on a Unix socket sends no address; PEP 3333 still requires
         # both keys, and the Host header is the best name the request has.
