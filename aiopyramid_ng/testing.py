@@ -144,19 +144,16 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._replies: asyncio.Queue[Message] = asyncio.Queue()
         if lifespan:
-            scope: Scope = {
-                "type": "lifespan",
-                "asgi": {"version": "3.0", "spec_version": "2.3"},
-                "state": {},
-            }
-            self._lifespan_task = self.loop.create_task(
-                app(scope, self._inbox.get, self._replies.put)
-            )
+            self._lifespan_task = self.loop.create_task(self._serve_lifespan())
             try:
                 self._lifespan_step("startup")
             except BaseException:
                 self.close()
                 raise
+
+    async def _serve_lifespan(self) -> None:
+        scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.3"}}
+        await self.asgi_app(scope, self._inbox.get, self._replies.put)
 
     def _lifespan_step(self, step: str) -> None:
         task = self._lifespan_task
