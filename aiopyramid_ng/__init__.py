@@ -78,3 +78,4 @@ def includeme(config: Configurator) -> None:
     config.action(None, register_executor, order=PHASE0_CONFIG)
     config.action(None, wrap_execution_policy, order=WRAP_POLICY_ORDER)
     config.include(".subscribers")
+    config.include(".security")
