@@ -79,3 +79,4 @@ def includeme(config: Configurator) -> None:
     config.action(None, wrap_execution_policy, order=WRAP_POLICY_ORDER)
     config.include(".subscribers")
     config.include(".security")
+    config.include(".traversal")
