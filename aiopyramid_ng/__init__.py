@@ -19,7 +19,7 @@ from .config import CoroutineOrExecutorMapper
 from .derivers import awaited_view
 from .executor import AppExecutor, max_workers_from_settings
 from .interfaces import IAppExecutor
-from .wsgi import GreenletExecutionPolicy
+from .wsgi import GreenletExecutionPolicy, pipeline_from_settings
 
 __all__ = ["includeme"]
 
@@ -54,7 +54,8 @@ def includeme(config: Configurator) -> None:
       ``aiopyramid_ng.executor.max_workers``) and the ``set_executor``
       directive;
     * adds the ``make_asgi_app`` directive (see :mod:`aiopyramid_ng.asgi`);
-    * wraps the execution policy so the Router runs in request greenlets.
+    * wraps the execution policy so the Router runs in request greenlets
+      (setting ``aiopyramid_ng.pipeline``).
     """
     threadlocal.install()
     config.add_directive("set_executor", set_executor)
@@ -71,9 +72,10 @@ def includeme(config: Configurator) -> None:
         registry.registerUtility(AppExecutor(max_workers), IAppExecutor)
 
     def wrap_execution_policy() -> None:
+        pipeline = pipeline_from_settings(registry.settings)
         policy = registry.queryUtility(IExecutionPolicy, default=default_execution_policy)
         if not isinstance(policy, GreenletExecutionPolicy):
-            registry.registerUtility(GreenletExecutionPolicy(policy), IExecutionPolicy)
+            registry.registerUtility(GreenletExecutionPolicy(policy, pipeline), IExecutionPolicy)
 
     config.action(None, register_executor, order=PHASE0_CONFIG)
     config.action(None, wrap_execution_policy, order=WRAP_POLICY_ORDER)

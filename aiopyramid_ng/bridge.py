@@ -40,7 +40,7 @@ T = TypeVar("T")
 _request_loop: ContextVar[asyncio.AbstractEventLoop] = ContextVar("aiopyramid_ng.request_loop")
 
 
-class RequestGreenlet(greenlet):  # type: ignore[misc]
+class RequestGreenlet(greenlet):
     """A greenlet whose parent is a driver running inside an asyncio Task.
 
     Code running in it (or in any greenlet it starts) may call :func:`await_`.
@@ -61,8 +61,7 @@ def _driver_of(current: greenlet) -> greenlet | None:
     node: greenlet | None = current
     while node is not None:
         if type(node) is RequestGreenlet:
-            parent: greenlet = node.parent
-            return parent
+            return node.parent
         node = node.parent
     return None
 

@@ -28,8 +28,9 @@ from pyramid.interfaces import IRequest
 from pyramid.util import object_description
 from pyramid.viewderivers import DefaultViewMapper
 
-from .bridge import await_
+from .bridge import in_bridge
 from .executor import AppExecutor, run_in_thread
+from .helpers import await_
 from .interfaces import IAppExecutor
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
 
 View = Any
 
+
 def _is_coroutine_callable(target: object) -> bool:
     while isinstance(target, functools.partial):
         target = target.func
@@ -50,7 +52,7 @@ def _is_coroutine_callable(target: object) -> bool:
         return True
     if callable(target) and not inspect.isroutine(target) and not inspect.isclass(target):
         # A callable instance: look at its class's __call__.
-        return inspect.iscoroutinefunction(getattr(type(target), "__call__", None))
+        return inspect.iscoroutinefunction(type(target).__call__)
     return False
 
 
@@ -97,6 +99,10 @@ class BridgeMapper(DefaultViewMapper):  # type: ignore[misc]
 
     def map_plain(self, view: View, mapped: View) -> View:
         def executor_view(context: Any, request: IRequest) -> Any:
+            if not in_bridge():
+                # Already in a worker thread: the whole pipeline runs in the
+                # executor (setting aiopyramid_ng.pipeline = executor).
+                return mapped(context, request)
             executor = _executor_of(request).get()
             return await_(run_in_thread(executor, mapped, context, request))
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from pyramid.interfaces import IRequest, IViewMapperFactory
 
-from .bridge import await_
 from .config import BridgeMapper
+from .helpers import await_
 
 __all__ = ["awaited_view"]
 

@@ -16,7 +16,7 @@ import functools
 import os
 import queue
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
@@ -171,25 +171,25 @@ async def _finish_despite_cancellation(future: asyncio.Future[Any]) -> None:
             await asyncio.shield(future)
         except asyncio.CancelledError:
             continue
-        except BaseException:  # noqa: S110 - the result of cancelled work is discarded
+        except BaseException:
             break
     if not future.cancelled():
         future.exception()  # retrieved, so asyncio does not log it as lost
 
 
-def wait_from_worker(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` on ``loop`` from a worker thread and block until it is done.
+def wait_from_worker(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -> T:
+    """Wait for ``awaitable`` on ``loop`` from a worker thread, blocking the thread.
 
-    The coroutine runs in a bridged greenlet (so synchronous code it calls
-    may wait too) with a copy of this thread's context.  While it runs, this
-    thread executes any blocking work the coroutine sends to an executor.
+    The awaitable is awaited in a bridged greenlet (so synchronous code it
+    calls may wait too) with a copy of this thread's context.  Meanwhile this
+    thread executes any blocking work the awaitable sends to an executor.
     """
     worker = _WaitingWorker()
     # run_coroutine_threadsafe gives the new Task a copy of the context
     # current here, so the marker reaches the coroutine and nothing else.
     token = _waiting_worker.set(worker)
     try:
-        done = asyncio.run_coroutine_threadsafe(spawn_greenlet(await_, coroutine), loop)
+        done = asyncio.run_coroutine_threadsafe(spawn_greenlet(await_, awaitable), loop)
     finally:
         _waiting_worker.reset(token)
     # The loop thread completes `done`, so this callback runs there too.
@@ -199,6 +199,6 @@ def wait_from_worker(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, 
         if submitted.set_running_or_notify_cancel():
             try:
                 submitted.set_result(context.run(call))
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            except BaseException as exc:
                 submitted.set_exception(exc)
     return done.result()

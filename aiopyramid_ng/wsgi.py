@@ -8,40 +8,87 @@ WSGI server (WebTest, waitress) it runs the request in a request greenlet on a
 persistent event loop owned by the calling thread, so coroutine views,
 ``synchronize`` and ``use_executor`` work there too, and a loop-bound
 resource (an ``asyncio.Queue``) created in one request serves the next.
+
+With the setting ``aiopyramid_ng.pipeline = executor`` the policy runs each
+request's whole synchronous pipeline (tweens, root factory, traversal,
+security policy, plain views) in the application's thread pool, so an
+application whose hooks block behaves as it would on a threaded server;
+coroutine views and synchronized coroutines still run on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, ParamSpec, TypeVar
 
+from pyramid.exceptions import ConfigurationError
 from pyramid.interfaces import IExecutionPolicy
 from pyramid.router import Router, default_execution_policy
 from zope.interface import implementer
 
-from .bridge import in_bridge, spawn_greenlet
+from .bridge import await_, in_bridge, spawn_greenlet
+from .executor import run_in_thread
+from .interfaces import IAppExecutor
 from .types import Environ
 
-__all__ = ["GreenletExecutionPolicy", "run_sync", "thread_loop"]
+__all__ = [
+    "PIPELINE_SETTING",
+    "GreenletExecutionPolicy",
+    "pipeline_from_settings",
+    "run_sync",
+    "thread_loop",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 ExecutionPolicy = Callable[[Environ, Router], Any]
+Pipeline = Literal["greenlet", "executor"]
 
-# One loop per thread, kept for the thread's life: WSGI servers reuse their
-# threads, and resources bound to a loop must outlive a single request.
-_loops = threading.local()
+PIPELINE_SETTING = "aiopyramid_ng.pipeline"
+
+
+def pipeline_from_settings(settings: Mapping[str, Any] | None) -> Pipeline:
+    """Read and check ``aiopyramid_ng.pipeline`` (``greenlet``, the default, or ``executor``)."""
+    value = str((settings or {}).get(PIPELINE_SETTING, "greenlet")).strip()
+    if value == "greenlet":
+        return "greenlet"
+    if value == "executor":
+        return "executor"
+    raise ConfigurationError(
+        f"The setting {PIPELINE_SETTING} = {value!r} is not one of 'greenlet' (run the "
+        "synchronous pipeline in the request greenlet, on the event loop) or 'executor' (run it "
+        "in the thread pool, for applications whose hooks block)."
+    )
+
+
+class _ThreadLoop:
+    """The event loop a WSGI server thread runs its requests on.
+
+    Kept for the thread's life, since WSGI servers reuse their threads and
+    resources bound to a loop must outlive a single request; closed when the
+    thread ends and its thread-local data is released.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def __del__(self) -> None:
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+_local = threading.local()
 
 
 def thread_loop() -> asyncio.AbstractEventLoop:
     """Return the calling thread's persistent event loop, creating it if needed."""
-    loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = _loops.loop = asyncio.new_event_loop()
-    return loop
+    holder: _ThreadLoop | None = getattr(_local, "holder", None)
+    if holder is None or holder.loop.is_closed():
+        holder = _local.holder = _ThreadLoop()
+    return holder.loop
 
 
 def run_sync(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -64,15 +111,26 @@ def run_sync(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
 
 @implementer(IExecutionPolicy)
 class GreenletExecutionPolicy:
-    """Run ``policy`` (an :term:`execution policy`) in a request greenlet."""
+    """Run ``policy`` (an execution policy) in a request greenlet.
 
-    def __init__(self, policy: ExecutionPolicy = default_execution_policy):
+    :param pipeline: ``"greenlet"`` runs the policy in the request greenlet
+        itself; ``"executor"`` hands it to the application's thread pool
+        from there.
+    """
+
+    def __init__(
+        self, policy: ExecutionPolicy = default_execution_policy, pipeline: Pipeline = "greenlet"
+    ):
         self.policy = policy
+        self.pipeline = pipeline
 
     def __call__(self, environ: Environ, router: Router) -> Any:
-        if in_bridge():
-            return self.policy(environ, router)
-        return run_sync(self.policy, environ, router)
+        if not in_bridge():
+            return run_sync(self, environ, router)
+        if self.pipeline == "executor":
+            executor = router.registry.getUtility(IAppExecutor).get()
+            return await_(run_in_thread(executor, self.policy, environ, router))
+        return self.policy(environ, router)
 
     def __repr__(self) -> str:
-        return f"<GreenletExecutionPolicy around {self.policy!r}>"
+        return f"<GreenletExecutionPolicy ({self.pipeline}) around {self.policy!r}>"

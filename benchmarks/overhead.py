@@ -31,7 +31,12 @@ from pyramid.response import Response
 from pyramid.router import Router
 
 from aiopyramid_ng.bridge import spawn_greenlet
-from aiopyramid_ng.config import CoroutineMapper, CoroutineOrExecutorMapper, ExecutorMapper, GreenletMapper
+from aiopyramid_ng.config import (
+    CoroutineMapper,
+    CoroutineOrExecutorMapper,
+    ExecutorMapper,
+    GreenletMapper,
+)
 
 
 def hello(request: Request) -> Response:
@@ -51,7 +56,9 @@ def build(view: Callable[..., Any] | None, mapper: type | None) -> Router:
         return config.make_wsgi_app()
 
 
-def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+def start_response(
+    status: str, headers: list[tuple[str, str]], exc_info: Any = None
+) -> Callable[[bytes], None]:
     return lambda data: None
 
 
@@ -109,7 +116,7 @@ def main() -> None:
             timings[name].append(seconds)
             ratios[name].append(seconds / baseline)
     width = max(len(name) for name in timings)
-    print(f"{'scenario':<{width}}  {'µs/request':>10}  {'× direct WSGI':>13}")
+    print(f"{'scenario':<{width}}  {'µs/request':>10}  {'x direct WSGI':>13}")
     for name in timings:
         micros = statistics.median(timings[name]) * 1e6
         print(f"{name:<{width}}  {micros:>10.1f}  {statistics.median(ratios[name]):>13.2f}")

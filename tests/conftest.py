@@ -46,7 +46,9 @@ class LeakCheck:
         self.threads = threading.active_count()
         self.stack = list(manager.stack)
 
-    def assert_clean(self, loop: asyncio.AbstractEventLoop | None = None, max_new_threads: int = 0) -> None:
+    def assert_clean(
+        self, loop: asyncio.AbstractEventLoop | None = None, max_new_threads: int = 0
+    ) -> None:
         assert len(request_greenlets()) == self.greenlets, "request greenlets leaked"
         assert threading.active_count() <= self.threads + max_new_threads, "threads leaked"
         assert manager.stack == self.stack, "threadlocal entries leaked"

@@ -161,7 +161,7 @@ def test_base_exceptions_are_forwarded(exc_type: type[BaseException]) -> None:
     async def main() -> BaseException:
         try:
             await spawn_greenlet(sync_caller)
-        except BaseException as exc:  # noqa: BLE001 - the point is what arrives here
+        except BaseException as exc:
             return exc
         raise AssertionError("nothing was raised")
 

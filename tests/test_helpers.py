@@ -76,7 +76,7 @@ def test_synchronize_refuses_a_plain_function_when_strict() -> None:
     def plain() -> None:
         """Not a coroutine."""
 
-    with pytest.raises(ConfigurationError, match="plain.*async def"):
+    with pytest.raises(ConfigurationError, match=r"plain.*async def"):
         synchronize(plain)
     with pytest.raises(ConfigurationError):
         synchronize(strict=True)(plain)
@@ -348,7 +348,7 @@ def test_spawn_greenlet_from_any_task() -> None:
 
 @pytest.mark.parametrize("value", ["0", "-3", "many", ""])
 def test_bad_max_workers_fails_at_commit(value: str) -> None:
-    with pytest.raises(ConfigurationError, match="aiopyramid_ng.executor.max_workers"):
+    with pytest.raises(ConfigurationError, match=r"aiopyramid_ng\.executor\.max_workers"):
         make_app(lambda config: None, **{"aiopyramid_ng.executor.max_workers": value})
 
 

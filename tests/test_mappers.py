@@ -155,7 +155,9 @@ def test_mapper_and_view_shape(mapper: type, view: Any, attr: str | None, is_asy
             _app_with(view, attr, mapper, via_default=False)
         message = str(info.value)
         assert mapper.__name__ in message
-        assert (attr or getattr(view, "__name__", type(view).__name__)) in message or "partial" in message
+        assert (
+            attr or getattr(view, "__name__", type(view).__name__)
+        ) in message or "partial" in message
         return
     for via_default in (False, True):
         app = _app_with(view, attr, mapper, via_default)

@@ -125,9 +125,7 @@ def test_100_interleaved_requests_each_see_themselves() -> None:
 
     async def main() -> None:
         check = LeakCheck()
-        responses = await asyncio.gather(
-            *(get_response(app, f"/?tag={i}") for i in range(100))
-        )
+        responses = await asyncio.gather(*(get_response(app, f"/?tag={i}") for i in range(100)))
         for i, response in enumerate(responses):
             if i % 3 == 0:
                 assert (response.status_code, response.text) == (409, f"failed {i}")

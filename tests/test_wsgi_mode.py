@@ -98,7 +98,7 @@ def test_the_execution_policy_is_wrapped_once_whatever_sets_it() -> None:
 
 def test_calling_the_wsgi_app_from_a_running_loop_is_a_clear_error(app: Router) -> None:
     async def main() -> None:
-        with pytest.raises(RuntimeError, match="asyncio.to_thread"):
+        with pytest.raises(RuntimeError, match=r"asyncio\.to_thread"):
             Request.blank("/shout").get_response(app)
         response = await asyncio.to_thread(Request.blank("/shout").get_response, app)
         assert response.json == {"said": "HI"}
