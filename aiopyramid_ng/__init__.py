@@ -82,3 +82,4 @@ def includeme(config: Configurator) -> None:
     config.include(".subscribers")
     config.include(".security")
     config.include(".traversal")
+    config.include(".tweens")
