@@ -1,0 +1,88 @@
+"""Renderers that may be coroutine functions.
+
+A renderer factory registered with ``config.add_renderer`` may return an
+``async def render(value, system)``; it is awaited where Pyramid renders
+(after a view, or in ``render()``/``render_to_response()`` called from
+request code)::
+
+    class TemplateRenderer:
+        def __init__(self, info):
+            self.template = info.name
+
+        async def __call__(self, value, system):
+            return await templates.render_async(self.template, value)
+
+    config.add_renderer(".tmpl", TemplateRenderer)
+
+``config.include('aiopyramid_ng')`` wraps every registered renderer factory
+in a :class:`BridgedRendererFactory`: once in the commit that includes it
+(after ``add_renderer`` actions) and again when the application is created,
+for factories added by later commits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyramid.config import Configurator
+from pyramid.events import ApplicationCreated
+from pyramid.interfaces import PHASE1_CONFIG, IRendererFactory, IRendererInfo
+from pyramid.registry import Registry
+from zope.interface import implementer
+
+from .config import is_coroutine_view
+from .hooks import resolve
+
+__all__ = ["AsyncRenderer", "BridgedRendererFactory", "includeme"]
+
+#: After ``add_renderer`` (PHASE1); renderers are looked up when first used.
+WRAP_RENDERERS_ORDER = PHASE1_CONFIG + 1
+
+_FIX = "Render from request code, or run the caller with `await spawn_greenlet(func, ...)`."
+
+
+class AsyncRenderer:
+    """The synchronous renderer Pyramid calls in place of an ``async def`` one."""
+
+    __slots__ = ("renderer",)
+
+    def __init__(self, renderer: Any):
+        self.renderer = renderer
+
+    def __call__(self, value: Any, system: dict[str, Any]) -> Any:
+        return resolve(self.renderer(value, system), self.renderer, _FIX)
+
+
+@implementer(IRendererFactory)
+class BridgedRendererFactory:
+    """A renderer factory whose ``async def`` renderers are awaited."""
+
+    def __init__(self, factory: Any):
+        self.factory = factory
+
+    def __call__(self, info: IRendererInfo) -> Any:
+        renderer = self.factory(info)
+        if is_coroutine_view(renderer):
+            return AsyncRenderer(renderer)
+        return renderer
+
+    def __repr__(self) -> str:
+        return f"<BridgedRendererFactory around {self.factory!r}>"
+
+
+def wrap_renderer_factories(registry: Registry) -> None:
+    """Wrap every renderer factory of ``registry`` not wrapped yet."""
+    for name, factory in list(registry.getUtilitiesFor(IRendererFactory)):
+        if not isinstance(factory, BridgedRendererFactory):
+            registry.registerUtility(BridgedRendererFactory(factory), IRendererFactory, name=name)
+
+
+def includeme(config: Configurator) -> None:
+    """Wrap renderer factories now and when the application is created."""
+    registry = config.registry
+
+    def on_created(event: ApplicationCreated) -> None:
+        wrap_renderer_factories(registry)
+
+    config.action(None, lambda: wrap_renderer_factories(registry), order=WRAP_RENDERERS_ORDER)
+    config.add_subscriber(on_created, ApplicationCreated)

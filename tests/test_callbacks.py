@@ -1,0 +1,139 @@
+"""Response callbacks, finished callbacks and renderers as coroutine functions."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pyramid.config import Configurator
+from pyramid.interfaces import IRendererFactory
+from pyramid.renderers import render, render_to_response
+from pyramid.request import Request
+from pyramid.response import Response
+from webtest import TestApp as WSGITestApp
+
+from aiopyramid_ng.exceptions import ScopeError
+from aiopyramid_ng.helpers import spawn_greenlet
+from aiopyramid_ng.renderers import AsyncRenderer, BridgedRendererFactory
+
+from .conftest import LeakCheck, get_response, make_app
+
+finished: list[str] = []
+
+
+async def tick() -> None:
+    # Suspends for real, so concurrent requests interleave here.
+    await asyncio.sleep(0.001)
+
+
+async def stamp(request: Request, response: Response) -> None:
+    await tick()
+    response.headers["X-Stamp"] = request.params.get("n", "-")
+
+
+def after_stamp(request: Request, response: Response) -> None:
+    # Registered after the async one: runs after it is done.
+    response.headers["X-After"] = response.headers["X-Stamp"]
+
+
+async def record(request: Request) -> None:
+    await tick()
+    finished.append(request.params.get("n", "-"))
+
+
+class UpperRenderer:
+    """A renderer factory whose renderers are ``async def``."""
+
+    def __init__(self, info: Any):
+        self.name = info.name
+
+    async def __call__(self, value: Any, system: dict[str, Any]) -> str:
+        await tick()
+        return f"{self.name}:{value['text'].upper()}"
+
+
+async def view(request: Request) -> dict[str, Any]:
+    request.add_response_callback(stamp)
+    request.add_response_callback(after_stamp)
+    request.add_finished_callback(record)
+    await tick()
+    return {"text": f"hello {request.params.get('n', '-')}"}
+
+
+def blocking_render(request: Request) -> Response:
+    # render_to_response() in a worker thread: the renderer runs on the loop.
+    response: Response = render_to_response("page.upper", {"text": "thread"}, request=request)
+    return response
+
+
+def setup(config: Configurator) -> None:
+    config.add_renderer(".upper", UpperRenderer)
+    config.add_view(view, renderer="page.upper")
+    config.add_view(blocking_render, name="blocking")
+
+
+def test_async_callbacks_and_renderer() -> None:
+    finished.clear()
+    response = WSGITestApp(make_app(setup)).get("/", params={"n": "7"})
+    assert response.text == "page.upper:HELLO 7"
+    assert response.headers["X-Stamp"] == "7"
+    assert response.headers["X-After"] == "7"
+    assert finished == ["7"]
+
+
+def test_render_to_response_from_an_executor_view() -> None:
+    assert WSGITestApp(make_app(setup)).get("/blocking").text == "page.upper:THREAD"
+
+
+def test_200_interleaved_requests(leak_check: LeakCheck) -> None:
+    finished.clear()
+    app = make_app(setup)
+
+    async def main() -> None:
+        responses = await asyncio.gather(*(get_response(app, f"/?n={n}") for n in range(200)))
+        for n, response in enumerate(responses):
+            assert response.text == f"page.upper:HELLO {n}"
+            assert response.headers["X-After"] == str(n)
+        leak_check.assert_clean(asyncio.get_running_loop())
+
+    asyncio.run(main())
+    assert sorted(finished, key=int) == [str(n) for n in range(200)]
+
+
+def test_renderer_added_in_a_later_commit_is_wrapped() -> None:
+    config = Configurator()
+    config.include("aiopyramid_ng")
+    config.commit()
+    config.add_renderer(".late", UpperRenderer)
+    config.add_view(view, renderer="x.late")
+    app = WSGITestApp(config.make_wsgi_app())
+    assert app.get("/").text == "x.late:HELLO -"
+    factory = config.registry.getUtility(IRendererFactory, name=".late")
+    assert isinstance(factory, BridgedRendererFactory)
+    assert repr(factory).startswith("<BridgedRendererFactory around")
+
+
+def test_render_outside_a_request_names_the_renderer() -> None:
+    with Configurator() as config:
+        config.include("aiopyramid_ng")
+        setup(config)
+        registry = config.registry
+
+    async def main() -> None:
+        request = Request.blank("/")
+        request.registry = registry
+        render("page.upper", {"text": "x"}, request=request)
+
+    with pytest.raises(ScopeError, match=r"UpperRenderer.*returned an awaitable"):
+        asyncio.run(main())
+
+
+def test_async_renderer_in_a_greenlet() -> None:
+    renderer = AsyncRenderer(UpperRenderer(type("Info", (), {"name": "n"})()))
+
+    async def main() -> str:
+        rendered: str = await spawn_greenlet(renderer, {"text": "a"}, {})
+        return rendered
+
+    assert asyncio.run(main()) == "n:A"
