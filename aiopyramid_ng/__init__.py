@@ -83,3 +83,5 @@ def includeme(config: Configurator) -> None:
     config.include(".security")
     config.include(".traversal")
     config.include(".tweens")
+    config.include(".callbacks")
+    config.include(".renderers")
