@@ -16,6 +16,7 @@ from pyramid.router import default_execution_policy
 from . import threadlocal
 from .asgi import make_asgi_app_directive
 from .config import CoroutineOrExecutorMapper
+from .debug import blocking_ms_from_settings
 from .derivers import awaited_view
 from .executor import AppExecutor, max_workers_from_settings
 from .interfaces import IAppExecutor
@@ -72,13 +73,17 @@ def includeme(config: Configurator) -> None:
         registry.registerUtility(AppExecutor(max_workers), IAppExecutor)
 
     def wrap_execution_policy() -> None:
-        pipeline = pipeline_from_settings(registry.settings)
+        settings = registry.settings
+        pipeline = pipeline_from_settings(settings)
+        blocking_ms = blocking_ms_from_settings(settings)
         policy = registry.queryUtility(IExecutionPolicy, default=default_execution_policy)
         if not isinstance(policy, GreenletExecutionPolicy):
-            registry.registerUtility(GreenletExecutionPolicy(policy, pipeline), IExecutionPolicy)
+            wrapped = GreenletExecutionPolicy(policy, pipeline, blocking_ms)
+            registry.registerUtility(wrapped, IExecutionPolicy)
 
     config.action(None, register_executor, order=PHASE0_CONFIG)
     config.action(None, wrap_execution_policy, order=WRAP_POLICY_ORDER)
+    config.include(".debug")
     config.include(".subscribers")
     config.include(".security")
     config.include(".traversal")

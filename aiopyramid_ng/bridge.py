@@ -23,13 +23,23 @@ import asyncio
 import types
 from collections.abc import Awaitable, Callable, Generator
 from contextvars import ContextVar
+from time import perf_counter
 from typing import Any, ParamSpec, TypeVar
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from .exceptions import ScopeError
 
-__all__ = ["RequestGreenlet", "await_", "in_bridge", "request_loop", "spawn_greenlet"]
+__all__ = [
+    "RequestGreenlet",
+    "await_",
+    "bind_loop",
+    "in_bridge",
+    "request_loop",
+    "segment_observer",
+    "spawn_greenlet",
+    "time_segments",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -54,6 +64,26 @@ class RequestGreenlet(greenlet):
     __sqlalchemy_greenlet_provider__ = True
 
 
+#: Told, in the request's context, how long each uninterrupted run of a
+#: request greenlet took (see aiopyramid_ng.debug).
+segment_observer: ContextVar[Callable[[float], None]] = ContextVar("aiopyramid_ng.segment_observer")
+# Timing costs two clock reads per switch: only done once an application
+# asked for it, which is checked with one global lookup.
+_timed = False
+
+
+def time_segments() -> None:
+    """Start timing request greenlet runs for :data:`segment_observer`."""
+    global _timed
+    _timed = True
+
+
+def _observe(resumed: float) -> None:
+    observer = segment_observer.get(None)
+    if observer is not None:
+        observer(perf_counter() - resumed)
+
+
 def _driver_of(current: greenlet) -> greenlet | None:
     """Return the driver greenlet that serves ``current``, or None outside a bridge."""
     # Walking up lets greenlets started from inside a request greenlet use the
@@ -74,6 +104,12 @@ def in_bridge() -> bool:
 def request_loop() -> asyncio.AbstractEventLoop | None:
     """Return the event loop of the request whose context the caller runs in."""
     return _request_loop.get(None)
+
+
+def bind_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Record ``loop`` as the one serving the current context (see :func:`request_loop`)."""
+    if _request_loop.get(None) is not loop:
+        _request_loop.set(loop)
 
 
 def _discard(awaitable: object) -> None:
@@ -132,8 +168,15 @@ def _drive(
 ) -> Generator[Any, None, Any]:
     task = asyncio.current_task()
     cancelling = task.cancelling() if task is not None else 0
-    message = child.switch(*args, **kwargs)
+    resumed = perf_counter() if _timed else 0.0
+    try:
+        message = child.switch(*args, **kwargs)
+    finally:
+        if _timed:
+            _observe(resumed)
     while not child.dead:
+        resume: Callable[[Any], Any]
+        sent: Any
         if type(message) is tuple:
             # From await_: the greenlet that suspended, and what it waits on.
             waiter, suspended_on = message
@@ -143,9 +186,9 @@ def _drive(
                 _unwind(child, waiter, func)
                 raise
             except BaseException as exc:
-                message = waiter.throw(exc)
+                resume, sent = waiter.throw, exc
             else:
-                message = waiter.switch()
+                resume, sent = waiter.switch, None
         else:
             # From SQLAlchemy's await_: an awaitable to run to completion
             # here, whose value or exception goes back to the request greenlet.
@@ -155,9 +198,15 @@ def _drive(
                 _unwind(child, child, func)
                 raise
             except BaseException as exc:
-                message = child.throw(exc)
+                resume, sent = child.throw, exc
             else:
-                message = child.switch(value)
+                resume, sent = child.switch, value
+        resumed = perf_counter() if _timed else 0.0
+        try:
+            message = resume(sent)
+        finally:
+            if _timed:
+                _observe(resumed)
     if task is not None and task.cancelling() > cancelling:
         # The synchronous code swallowed the CancelledError thrown into it.
         # The Task was still asked to stop: end it cancelled, as asyncio would
@@ -194,9 +243,7 @@ async def spawn_greenlet(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwa
     :func:`await_` and :func:`~aiopyramid_ng.helpers.synchronize`d
     coroutines; it shares the calling Task's context variables.
     """
-    loop = asyncio.get_running_loop()
-    if _request_loop.get(None) is not loop:
-        _request_loop.set(loop)
+    bind_loop(asyncio.get_running_loop())
     parent = getcurrent()
     child = RequestGreenlet(func, parent)
     # Share the Task's Context object itself (a new greenlet would start with

@@ -30,8 +30,8 @@ from pyramid.viewderivers import DefaultViewMapper
 
 from .bridge import in_bridge
 from .executor import AppExecutor, run_in_thread
-from .helpers import await_
 from .interfaces import IAppExecutor
+from .waiting import await_
 
 __all__ = [
     "BridgeMapper",

@@ -8,7 +8,7 @@ from typing import Any
 from pyramid.interfaces import IRequest, IViewMapperFactory
 
 from .config import BridgeMapper
-from .helpers import await_
+from .waiting import await_
 
 __all__ = ["awaited_view"]
 

@@ -24,7 +24,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.threadlocal import get_current_registry
 from zope.interface import implementer
 
-from .bridge import await_, spawn_greenlet
+from .bridge import await_, bind_loop, spawn_greenlet
 from .interfaces import IAppExecutor
 
 __all__ = [
@@ -146,6 +146,8 @@ async def run_in_thread(
     races the thread.
     """
     context = contextvars.copy_context()
+    # The thread may wait on coroutines (synchronize, await_): they go to this loop.
+    context.run(bind_loop, asyncio.get_running_loop())
     call = functools.partial(func, *args, **kwargs)
     worker = _waiting_worker.get(None)
     submitted: Future[T]

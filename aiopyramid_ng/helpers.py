@@ -5,15 +5,15 @@
 ``await_``          wait for one awaitable from sync code
 ``use_executor``    make a blocking function a coroutine run in a thread
 ``spawn_greenlet``  run sync code that uses the above, from any Task
+``Lock``            a lock sync request code may hold across waits
 ==================  =====================================================
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -21,71 +21,17 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.util import object_description
 
 from .bridge import await_ as greenlet_await
-from .bridge import in_bridge, request_loop, spawn_greenlet
-from .exceptions import ScopeError
-from .executor import current_executor, run_in_thread, wait_from_worker
+from .bridge import in_bridge, spawn_greenlet
+from .executor import current_executor, run_in_thread
+from .locks import Lock
+from .waiting import await_, wait_outside_bridge
 
-__all__ = ["await_", "spawn_greenlet", "synchronize", "use_executor"]
+__all__ = ["Lock", "await_", "spawn_greenlet", "synchronize", "use_executor"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 CoroutineFunction = Callable[P, Coroutine[Any, Any, T]]
-
-
-def _name(awaitable: object) -> str:
-    return str(getattr(awaitable, "__qualname__", awaitable))
-
-
-def _discard(awaitable: object) -> None:
-    # Close a coroutine nobody will await, so Python does not warn that it
-    # was "never awaited": the ScopeError that follows is the diagnostic.
-    if inspect.iscoroutine(awaitable):
-        awaitable.close()
-
-
-def _wait_outside_bridge(awaitable: Awaitable[T], strict: bool) -> T | Awaitable[T]:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        # A thread with no loop of its own.  If it serves a request (it runs
-        # with a copy of the request's context), the request's loop can run
-        # the awaitable while this thread blocks; the loop is free to do so
-        # because the request greenlet is itself waiting for this thread.
-        loop = request_loop()
-        if loop is not None and loop.is_running():
-            return wait_from_worker(loop, awaitable)
-        _discard(awaitable)
-        raise ScopeError(
-            f"Cannot wait for {_name(awaitable)} from this thread: it has no event loop and "
-            "serves no request. Call it from a request (a view, a hook, or a function run with "
-            "use_executor), or start a loop for it: asyncio.run(spawn_greenlet(func, ...))."
-        ) from None
-    if not strict:
-        return awaitable
-    _discard(awaitable)
-    raise ScopeError(
-        f"Cannot wait for {_name(awaitable)} here: the caller runs on the event loop "
-        "but outside any request greenlet, so waiting would block the loop. Await it directly "
-        "from a coroutine, run the calling code with `await spawn_greenlet(func, ...)`, or "
-        "decorate with synchronize(strict=False) to get the coroutine back in this case."
-    )
-
-
-def await_(awaitable: Awaitable[T]) -> T:
-    """Wait for ``awaitable`` from synchronous code and return its result.
-
-    Works wherever functions decorated with :func:`synchronize` work: in a
-    request greenlet (only that request waits) and in a worker thread serving
-    a request (the request's loop runs the awaitable while the thread
-    blocks).  Exceptions propagate unchanged.
-
-    :raises ScopeError: anywhere else; the awaitable is closed first.
-    """
-    if in_bridge():
-        return greenlet_await(awaitable)
-    result: T = _wait_outside_bridge(awaitable, strict=True)  # type: ignore[assignment]
-    return result
 
 
 @overload
@@ -137,7 +83,7 @@ def synchronize(func: Any = None, /, *, strict: bool = True) -> Any:
             coroutine = coroutine_function(*args, **kwargs)
             if in_bridge():
                 return greenlet_await(coroutine)
-            return _wait_outside_bridge(coroutine, strict)
+            return wait_outside_bridge(coroutine, strict)
 
         return synchronized
 

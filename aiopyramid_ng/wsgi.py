@@ -28,7 +28,8 @@ from pyramid.interfaces import IExecutionPolicy
 from pyramid.router import Router, default_execution_policy
 from zope.interface import implementer
 
-from .bridge import await_, in_bridge, spawn_greenlet
+from .bridge import await_, in_bridge, segment_observer, spawn_greenlet
+from .debug import BlockingReport
 from .executor import run_in_thread
 from .interfaces import IAppExecutor
 from .types import Environ
@@ -116,17 +117,27 @@ class GreenletExecutionPolicy:
     :param pipeline: ``"greenlet"`` runs the policy in the request greenlet
         itself; ``"executor"`` hands it to the application's thread pool
         from there.
+    :param blocking_ms: when set, runs of the request greenlet longer than
+        this are logged (see :mod:`aiopyramid_ng.debug`).
     """
 
     def __init__(
-        self, policy: ExecutionPolicy = default_execution_policy, pipeline: Pipeline = "greenlet"
+        self,
+        policy: ExecutionPolicy = default_execution_policy,
+        pipeline: Pipeline = "greenlet",
+        blocking_ms: float | None = None,
     ):
         self.policy = policy
         self.pipeline = pipeline
+        self.blocking_ms = blocking_ms
 
     def __call__(self, environ: Environ, router: Router) -> Any:
         if not in_bridge():
             return run_sync(self, environ, router)
+        if self.blocking_ms is not None:
+            # Left set for the rest of the request's Task, so the driver also
+            # times the greenlet's last run, after this call returns.
+            segment_observer.set(BlockingReport(self.blocking_ms, environ))
         if self.pipeline == "executor":
             executor = router.registry.getUtility(IAppExecutor).get()
             return await_(run_in_thread(executor, self.policy, environ, router))
