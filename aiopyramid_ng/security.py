@@ -193,11 +193,13 @@ class ACLHelper(PyramidACLHelper):  # type: ignore[misc]
     """
 
     def permits(self, context: Any, principals: Sequence[str], permission: str) -> Any:
+        """Return ``ACLAllowed`` or ``ACLDenied`` as Pyramid's helper does, for ``context``."""
         result = super().permits(_AwaitedLocation(context), principals, permission)
         result.context = context
         return result
 
     def principals_allowed_by_permission(self, context: Any, permission: str) -> set[str]:
+        """Return the principals granted ``permission`` on ``context``, as Pyramid's helper does."""
         allowed: set[str] = super().principals_allowed_by_permission(
             _AwaitedLocation(context), permission
         )
