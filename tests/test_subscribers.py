@@ -122,9 +122,7 @@ def test_before_render_sees_async_subscriber_values() -> None:
         config.add_subscriber(record, BeforeRender)
 
     TestApp(make_app(setup_render)).get("/traced")
-    assert seen == [
-        ["NewRequest", "BeforeTraversal", "ContextFound", "view", "BeforeRender"]
-    ]
+    assert seen == [["NewRequest", "BeforeTraversal", "ContextFound", "view", "BeforeRender"]]
 
 
 def test_interleaved_requests_keep_their_own_events(leak_check: LeakCheck) -> None:
@@ -214,9 +212,7 @@ def test_async_subscriber_outside_any_bridge_names_it() -> None:
         # On the loop, outside a request greenlet: nothing may block here.
         registry.notify(ApplicationCreated(None))
 
-    with pytest.raises(
-        ScopeError, match=r"on_created returned an awaitable.*spawn_greenlet"
-    ):
+    with pytest.raises(ScopeError, match=r"on_created returned an awaitable.*spawn_greenlet"):
         asyncio.run(main())
 
 
