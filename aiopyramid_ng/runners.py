@@ -28,7 +28,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import falsey, truthy
@@ -103,9 +103,7 @@ def _text(value: str) -> str:
     return value.strip()
 
 
-def _one_of(
-    choices: Mapping[str, object], *, import_path: bool = False
-) -> Callable[[str], str]:
+def _one_of(choices: Mapping[str, object], *, import_path: bool = False) -> Callable[[str], str]:
     def convert(value: str) -> str:
         value = value.strip()
         if value in choices or (import_path and ":" in value):
@@ -117,9 +115,7 @@ def _one_of(
 
 def _choice_text(choices: Mapping[str, object], *, import_path: bool = False) -> str:
     names = ", ".join(sorted(choices))
-    return f"one of {names}" + (
-        " or a 'module:attribute' import path" if import_path else ""
-    )
+    return f"one of {names}" + (" or a 'module:attribute' import path" if import_path else "")
 
 
 BOOLEAN = "true or false"
@@ -152,9 +148,7 @@ def uvicorn_options() -> dict[str, Option]:
             "127.0.0.1,10.0.0.0/8",
         ),
         "root_path": Option(_text, "a URL path prefix", "/app"),
-        "timeout_keep_alive": Option(
-            _whole_seconds, "a whole number of seconds, 0 or more", "5"
-        ),
+        "timeout_keep_alive": Option(_whole_seconds, "a whole number of seconds, 0 or more", "5"),
         "http": Option(
             _one_of(HTTP_PROTOCOLS, import_path=True),
             _choice_text(HTTP_PROTOCOLS, import_path=True),
@@ -191,9 +185,7 @@ HYPERCORN_OPTIONS: dict[str, Option] = {
 
 
 def _fail(server: str, message: str) -> ConfigurationError:
-    return ConfigurationError(
-        f"In the server section using egg:aiopyramid_ng#{server}: {message}"
-    )
+    return ConfigurationError(f"In the server section using egg:aiopyramid_ng#{server}: {message}")
 
 
 def parse_options(
@@ -234,9 +226,7 @@ def _address(server: str, option: str, host: str, port: str) -> Address:
     if host == "*":
         host = "0.0.0.0"
     if not host:
-        raise _fail(
-            server, f"{option} has an empty host; write e.g. `listen = 127.0.0.1:6543`."
-        )
+        raise _fail(server, f"{option} has an empty host; write e.g. `listen = 127.0.0.1:6543`.")
     try:
         number = int(port)
     except ValueError:
@@ -250,9 +240,7 @@ def _address(server: str, option: str, host: str, port: str) -> Address:
     return host, number
 
 
-def parse_addresses(
-    server: str, local_conf: Mapping[str, str], *, many: bool
-) -> list[Address]:
+def parse_addresses(server: str, local_conf: Mapping[str, str], *, many: bool) -> list[Address]:
     """Read where to listen: ``listen = host:port [host:port ...]`` or ``host``/``port``.
 
     ``listen`` takes space-separated ``host:port`` pairs (an IPv6 host in
@@ -316,9 +304,7 @@ def uvicorn_config(wsgi_app: WSGIApp, local_conf: Mapping[str, str]) -> Any:
     )
 
 
-def uvicorn_runner(
-    wsgi_app: WSGIApp, global_conf: Mapping[str, str], **local_conf: str
-) -> None:
+def uvicorn_runner(wsgi_app: WSGIApp, global_conf: Mapping[str, str], **local_conf: str) -> None:
     """Serve ``wsgi_app`` with uvicorn until it stops (``egg:aiopyramid_ng#uvicorn``).
 
     Options: ``listen`` (one address) or ``host``/``port``, and
@@ -354,9 +340,7 @@ def hypercorn_config(local_conf: Mapping[str, str]) -> Any:
     return config
 
 
-def hypercorn_runner(
-    wsgi_app: WSGIApp, global_conf: Mapping[str, str], **local_conf: str
-) -> None:
+def hypercorn_runner(wsgi_app: WSGIApp, global_conf: Mapping[str, str], **local_conf: str) -> None:
     """Serve ``wsgi_app`` with hypercorn until it stops (``egg:aiopyramid_ng#hypercorn``).
 
     Options: ``listen`` (one or more space-separated addresses) or
@@ -364,9 +348,13 @@ def hypercorn_runner(
     shut the server down gracefully.
     """
     from hypercorn.asyncio import serve
+    from hypercorn.typing import ASGIFramework
 
     config = hypercorn_config(local_conf)
-    asyncio.run(serve(make_asgi_app(wsgi_app), config, mode="asgi"))
+    # hypercorn types each scope as a TypedDict, which a type checker does
+    # not accept for the generic ASGI mapping the application takes.
+    app = cast(ASGIFramework, make_asgi_app(wsgi_app))
+    asyncio.run(serve(app, config, mode="asgi"))
 
 
 def daphne_kwargs(local_conf: Mapping[str, str]) -> dict[str, Any]:
@@ -395,9 +383,7 @@ def daphne_kwargs(local_conf: Mapping[str, str]) -> dict[str, Any]:
     return {"endpoints": endpoints, **options}
 
 
-def daphne_runner(
-    wsgi_app: WSGIApp, global_conf: Mapping[str, str], **local_conf: str
-) -> None:
+def daphne_runner(wsgi_app: WSGIApp, global_conf: Mapping[str, str], **local_conf: str) -> None:
     """Serve ``wsgi_app`` with daphne until it stops (``egg:aiopyramid_ng#daphne``).
 
     Options: ``listen`` (one address) or ``host``/``port``, and

@@ -6,6 +6,7 @@ import asyncio
 import html
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ async def home(request: Request) -> dict[str, Any]:
 def blocking(request: Request) -> dict[str, Any]:
     """A plain view: it runs in the application's thread pool, so blocking is fine."""
     time.sleep(0.02)  # stands in for a blocking client library
-    return {"thread": threading.current_thread().name}
+    return {"thread": threading.current_thread().name, "pid": os.getpid()}
 
 
 @synchronize
@@ -46,18 +47,14 @@ async def pause(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-def _float_param(
-    request: Request, name: str, default: float, low: float, high: float
-) -> float:
+def _float_param(request: Request, name: str, default: float, low: float, high: float) -> float:
     raw = request.params.get(name, str(default))
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
     if not low <= value <= high:
-        raise HTTPBadRequest(
-            json_body={"error": f"{name} must be a number from {low} to {high}"}
-        )
+        raise HTTPBadRequest(json_body={"error": f"{name} must be a number from {low} to {high}"})
     return value
 
 
@@ -98,9 +95,7 @@ async def create_note(request: Request) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError):
         text = None
     if not isinstance(text, str) or not text.strip():
-        raise HTTPBadRequest(
-            json_body={"error": 'send JSON like {"text": "a non-empty string"}'}
-        )
+        raise HTTPBadRequest(json_body={"error": 'send JSON like {"text": "a non-empty string"}'})
     note = request.notes.add(text.strip())
     request.response.status_code = 201
     return note.as_json()

@@ -1,0 +1,469 @@
+"""The pserve server runners, and the example application under gunicorn.
+
+Each server runs ``pserve`` (or gunicorn) in a subprocess on a free port of
+127.0.0.1, started once per module and always stopped; its output goes to a
+file the tests read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import coverage
+import httpx
+import pytest
+from pyramid.exceptions import ConfigurationError
+
+from aiopyramid_ng.asgi import ASGIApplication
+from aiopyramid_ng.runners import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    daphne_kwargs,
+    hypercorn_config,
+    parse_addresses,
+    parse_options,
+    uvicorn_config,
+    uvicorn_options,
+)
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
+BIN = Path(sys.executable).parent
+#: A format no server uses on its own: a line in it went through the ini's logging.
+LOG_FORMAT = "ini-format %(levelname)s [%(name)s] %(message)s"
+#: Bounds the waits for a subprocess, so a broken server fails the test instead of hanging it.
+PATIENCE = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def child_coverage_env() -> dict[str, str]:
+    """Make a child Python process measure coverage into files pytest-cov combines."""
+    current = coverage.Coverage.current()
+    if current is None:
+        return {}
+    config = copy.copy(current.config)
+    config.parallel = True
+    config.data_file = os.path.abspath(config.data_file)
+    return {"COVERAGE_PROCESS_CONFIG": config.serialize()}
+
+
+def write_ini(directory: Path, server: str, app_use: str = "egg:hello") -> Path:
+    """Write an ini file serving ``app_use`` with the ``[server:main]`` lines ``server``."""
+    path = directory / "test.ini"
+    path.write_text(
+        f"""\
+[app:main]
+use = {app_use}
+
+[server:main]
+{server}
+
+[loggers]
+keys = root
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = INFO
+handlers = console
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+formatter = generic
+
+[formatter_generic]
+format = {LOG_FORMAT}
+"""
+    )
+    return path
+
+
+class ServerProcess:
+    """A server command running in its own process group, its output in a file."""
+
+    def __init__(self, args: list[str], directory: Path, env: dict[str, str] | None = None):
+        self.log_path = directory / "output.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                args,
+                cwd=directory,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_until(self, check: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + PATIENCE
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited while waiting for {what}:\n{self.output()}")
+            if check():
+                return
+            time.sleep(0.05)
+        pytest.fail(f"gave up waiting for {what}:\n{self.output()}")
+
+    def wait_serving(self, url: str) -> None:
+        def answers() -> bool:
+            try:
+                return httpx.get(url, timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        self.wait_until(answers, f"{url} to answer")
+
+    def wait_for_output(self, text: str) -> None:
+        self.wait_until(lambda: text in self.output(), repr(text))
+
+    def stop(self) -> int:
+        """Interrupt the whole process group (Ctrl+C), kill it if it lingers; return the status."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=PATIENCE)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+# --- option parsing -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("conf", "many", "expected"),
+    [
+        ({}, False, [(DEFAULT_HOST, DEFAULT_PORT)]),
+        ({"port": "6543"}, False, [(DEFAULT_HOST, 6543)]),
+        ({"host": "0.0.0.0", "port": "80"}, False, [("0.0.0.0", 80)]),
+        ({"listen": "localhost:6543"}, False, [("localhost", 6543)]),
+        ({"listen": "*:6543"}, False, [("0.0.0.0", 6543)]),
+        ({"listen": "[::1]:6543"}, False, [("::1", 6543)]),
+        ({"listen": " 127.0.0.1:1  [::]:2 "}, True, [("127.0.0.1", 1), ("::", 2)]),
+    ],
+)
+def test_addresses(conf: dict[str, str], many: bool, expected: list[tuple[str, int]]) -> None:
+    assert parse_addresses("hypercorn", conf, many=many) == expected
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"listen": "127.0.0.1:1 127.0.0.1:2"}, "names 2 addresses but uvicorn serves one"),
+        ({"listen": "6543"}, "listen = '6543' is not host:port"),
+        ({"listen": ":6543"}, "has an empty host"),
+        ({"listen": "localhost:http"}, "port 'http', not a whole number from 1 to 65535"),
+        ({"listen": "localhost:70000"}, "port '70000'"),
+        ({"listen": "   "}, "listen is empty"),
+        ({"listen": "localhost:1", "port": "2"}, "not both"),
+        ({"port": "0"}, "port '0'"),
+    ],
+)
+def test_bad_addresses(conf: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match="egg:aiopyramid_ng#uvicorn") as caught:
+        parse_addresses("uvicorn", conf, many=False)
+    assert message in str(caught.value)
+
+
+def test_options_convert_to_the_server_types() -> None:
+    parsed = parse_options(
+        "uvicorn",
+        {
+            "listen": "127.0.0.1:1",
+            "log_level": "warning",
+            "proxy_headers": "Off",
+            "forwarded_allow_ips": " 10.0.0.1,10.0.0.2 ",
+            "root_path": "/app",
+            "timeout_keep_alive": "7",
+            "http": "h11",
+            "ws": "none",
+            "loop": "asyncio",
+        },
+        uvicorn_options(),
+    )
+    assert parsed == {
+        "log_level": "warning",
+        "proxy_headers": False,
+        "forwarded_allow_ips": "10.0.0.1,10.0.0.2",
+        "root_path": "/app",
+        "timeout_keep_alive": 7,
+        "http": "h11",
+        "ws": "none",
+        "loop": "asyncio",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("proxy_headers", "maybe", "expected true or false, for example `proxy_headers = true`"),
+        ("timeout_keep_alive", "1.5", "expected a whole number of seconds"),
+        ("timeout_keep_alive", "-1", "expected a whole number of seconds"),
+        ("log_level", "loud", "expected one of critical, debug, error, info, trace, warning"),
+        ("http", "h3", "or a 'module:attribute' import path"),
+    ],
+)
+def test_bad_option_values_name_the_option_and_the_fix(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_options("uvicorn", {name: value}, uvicorn_options())
+    assert f"{name} = {value!r} is not valid" in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_an_import_path_is_left_to_the_server() -> None:
+    parsed = parse_options("uvicorn", {"loop": "mypackage.loops:factory"}, uvicorn_options())
+    assert parsed == {"loop": "mypackage.loops:factory"}
+
+
+def test_unknown_options_are_errors() -> None:
+    with pytest.raises(ConfigurationError, match="unknown option 'threads'; remove it or use"):
+        parse_options("daphne", {"threads": "4"}, {})
+    with pytest.raises(ConfigurationError, match=r"gunicorn with uvicorn_worker\.UvicornWorker"):
+        uvicorn_config(lambda environ, start_response: [], {"workers": "4"})
+
+
+def test_uvicorn_config_serves_the_wrapped_app_and_keeps_logging() -> None:
+    config = uvicorn_config(
+        lambda environ, start_response: [], {"listen": "[::1]:6543", "root_path": "/app"}
+    )
+    assert isinstance(config.app, ASGIApplication)
+    assert (config.host, config.port, config.root_path) == ("::1", 6543, "/app")
+    assert config.interface == "asgi3"
+    assert config.log_config is None
+
+
+def test_hypercorn_config_uses_the_ini_loggers() -> None:
+    config = hypercorn_config(
+        {"listen": "127.0.0.1:1 [::1]:2", "keep_alive_timeout": "2.5", "graceful_timeout": "0"}
+    )
+    assert config.bind == ["127.0.0.1:1", "[::1]:2"]
+    assert (config.keep_alive_timeout, config.graceful_timeout) == (2.5, 0.0)
+    log = config.log  # hypercorn builds its loggers here
+    assert log.error_logger is logging.getLogger("hypercorn.error")
+    assert log.access_logger is logging.getLogger("hypercorn.access")
+    assert logging.getLogger("hypercorn.error").handlers == []
+    for bad in ("soon", "-1", "nan"):
+        with pytest.raises(ConfigurationError, match=f"keep_alive_timeout = '{bad}' is not valid"):
+            hypercorn_config({"keep_alive_timeout": bad})
+
+
+def test_daphne_kwargs() -> None:
+    assert daphne_kwargs({"listen": "[::1]:6543", "http_timeout": "30"}) == {
+        "endpoints": [r"tcp:port=6543:interface=\:\:1"],
+        "http_timeout": 30.0,
+    }
+    proxied = daphne_kwargs({"port": "6543", "proxy_headers": "true", "root_path": "/app"})
+    assert proxied == {
+        "endpoints": ["tcp:port=6543:interface=127.0.0.1"],
+        "root_path": "/app",
+        "proxy_forwarded_address_header": "X-Forwarded-For",
+        "proxy_forwarded_port_header": "X-Forwarded-Port",
+        "proxy_forwarded_proto_header": "X-Forwarded-Proto",
+    }
+    with pytest.raises(ConfigurationError, match="daphne serves one"):
+        daphne_kwargs({"listen": "127.0.0.1:1 127.0.0.1:2"})
+
+
+# --- each runner under pserve ---------------------------------------------------------------
+
+#: What each server logs once it listens, through the ini's format.
+READY_LINES = {
+    "uvicorn": "ini-format INFO [uvicorn.error] Uvicorn running on http://127.0.0.1:",
+    "hypercorn": "ini-format INFO [hypercorn.error] Running on http://127.0.0.1:",
+    "daphne": "ini-format INFO [daphne.server] Listening on TCP address 127.0.0.1:",
+}
+#: A typed option of each runner, to show options reach the server.
+OPTIONS = {
+    "uvicorn": "timeout_keep_alive = 2",
+    "hypercorn": "keep_alive_timeout = 2",
+    "daphne": "http_timeout = 60",
+}
+
+
+class Runner:
+    def __init__(self, name: str, process: ServerProcess, url: str):
+        self.name = name
+        self.process = process
+        self.url = url
+
+
+@pytest.fixture(scope="module", params=sorted(READY_LINES))
+def runner(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Runner]:
+    name: str = request.param
+    directory = tmp_path_factory.mktemp(name)
+    port = free_port()
+    ini = write_ini(
+        directory,
+        f"use = egg:aiopyramid_ng#{name}\nlisten = 127.0.0.1:{port}\n{OPTIONS[name]}",
+    )
+    process = ServerProcess([str(BIN / "pserve"), str(ini)], directory, env=child_coverage_env())
+    try:
+        url = f"http://127.0.0.1:{port}"
+        process.wait_serving(url + "/")
+        yield Runner(name, process, url)
+    finally:
+        status = process.stop()
+    assert status == 0, process.output()
+
+
+def test_runner_serves_the_app(runner: Runner) -> None:
+    response = httpx.get(runner.url + "/")
+    assert response.status_code == 200
+    assert response.json() == {"message": "Hello from Pyramid on asyncio", "path": "/"}
+    assert httpx.get(runner.url + "/missing").status_code == 404
+
+
+def test_runner_keeps_the_ini_logging(runner: Runner) -> None:
+    httpx.get(runner.url + "/")
+    runner.process.wait_for_output("ini-format INFO [hello.views] home page served to 127.0.0.1")
+    assert READY_LINES[runner.name] in runner.process.output()
+
+
+def test_runner_serves_interleaved_requests(runner: Runner) -> None:
+    async def load() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=runner.url) as client:
+            requests = []
+            for number in range(20):
+                requests += [
+                    client.get("/"),
+                    client.get("/blocking"),
+                    client.post("/api/notes", json={"text": f"{runner.name} {number}"}),
+                ]
+            return await asyncio.gather(*requests)
+
+    responses = asyncio.run(load())
+    assert [response.status_code for response in responses] == [200, 200, 201] * 20
+    texts = {note["text"] for note in httpx.get(runner.url + "/api/notes").json()["notes"]}
+    assert {f"{runner.name} {number}" for number in range(20)} <= texts
+
+
+def test_runner_survives_a_client_leaving_a_stream(runner: Runner) -> None:
+    with httpx.stream("GET", runner.url + "/events?count=2&interval=60") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        first = next(response.iter_text())
+        assert first.startswith("id: 0\n")
+    # The stream's second event was a minute away: leaving cancelled it.
+    assert httpx.get(runner.url + "/").status_code == 200
+
+
+def test_bad_option_stops_pserve_with_a_clear_message(tmp_path: Path) -> None:
+    ini = write_ini(tmp_path, "use = egg:aiopyramid_ng#uvicorn\nlisten = 127.0.0.1:99999")
+    result = subprocess.run(
+        [str(BIN / "pserve"), str(ini)], capture_output=True, text=True, timeout=PATIENCE
+    )
+    assert result.returncode != 0
+    assert "port '99999', not a whole number from 1 to 65535" in result.stderr
+
+
+# --- pserve --reload --------------------------------------------------------------------------
+
+RELOADABLE = """\
+from pyramid.config import Configurator
+from pyramid.response import Response
+
+
+def main(global_config, **settings):
+    with Configurator(settings=settings) as config:
+        config.include("aiopyramid_ng")
+        config.add_route("version", "/")
+        config.add_view(lambda request: Response("{version}"), route_name="version")
+    return config.make_wsgi_app()
+"""
+
+
+def test_pserve_reload_restarts_the_server_on_a_code_change(tmp_path: Path) -> None:
+    module = tmp_path / "reloadable.py"
+    module.write_text(RELOADABLE.format(version="first"))
+    port = free_port()
+    ini = write_ini(
+        tmp_path,
+        f"use = egg:aiopyramid_ng#uvicorn\nlisten = 127.0.0.1:{port}",
+        app_use="call:reloadable:main",
+    )
+    process = ServerProcess(
+        [str(BIN / "pserve"), "--reload", str(ini)], tmp_path, env={"PYTHONPATH": str(tmp_path)}
+    )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        process.wait_serving(url)
+        assert httpx.get(url).text == "first"
+
+        def reloaded() -> bool:
+            # The reloader starts watching a file some time after the worker
+            # imported it, and ignores changes made before: edit until it reacts.
+            try:
+                if httpx.get(url).text == "second":
+                    return True
+            except httpx.TransportError:
+                return False
+            module.write_text(RELOADABLE.format(version="second"))
+            return False
+
+        process.wait_until(reloaded, "the reloaded application")
+    finally:
+        process.stop()
+    assert "Uvicorn running on" in process.output()
+
+
+# --- gunicorn with uvicorn workers ------------------------------------------------------------
+
+
+def worker_pids(master: int) -> set[int]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def test_gunicorn_serves_the_example_with_uvicorn_workers(tmp_path: Path) -> None:
+    port = free_port()
+    process = ServerProcess(
+        [
+            str(BIN / "gunicorn"),
+            "hello.asgi:app",
+            "--workers=2",
+            "--worker-class=uvicorn_worker.UvicornWorker",
+            f"--bind=127.0.0.1:{port}",
+        ],
+        tmp_path,
+        env={"HELLO_INI": str(EXAMPLE / "production.ini")},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        process.wait_serving(url + "/")
+        process.wait_until(lambda: len(worker_pids(process.process.pid)) == 2, "two workers")
+
+        async def load() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url) as client:
+                return await asyncio.gather(*(client.get("/blocking") for _ in range(40)))
+
+        responses = asyncio.run(load())
+        assert {response.status_code for response in responses} == {200}
+        assert {response.json()["pid"] for response in responses} <= worker_pids(
+            process.process.pid
+        )
+    finally:
+        process.stop()
