@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 #: accept this kind of data", as nothing here speaks the WebSocket protocol.
 WEBSOCKET_CLOSE_CODE = 1003
 
+#: The name of the Task that watches a request for a client disconnect.
+WATCHER_NAME = "aiopyramid_ng.asgi disconnect watcher"
+
 # Attributes by which WSGI middleware commonly holds the application it wraps.
 _WRAPPED_ATTRIBUTES = ("app", "application", "wrap_app", "wrapped", "__wrapped__")
 
@@ -69,9 +72,7 @@ def find_registry(app: Any) -> Registry | None:
         candidate = getattr(node, "registry", None)
         if isinstance(candidate, Registry):
             return candidate
-        node = next(
-            (getattr(node, a) for a in _WRAPPED_ATTRIBUTES if hasattr(node, a)), None
-        )
+        node = next((getattr(node, a) for a in _WRAPPED_ATTRIBUTES if hasattr(node, a)), None)
     return None
 
 
@@ -83,9 +84,7 @@ async def _send_plain(send: Send, status: int, text: str) -> None:
         (b"content-length", b"%d" % len(body)),
     ]
     try:
-        await send(
-            {"type": "http.response.start", "status": status, "headers": headers}
-        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
     except OSError:
         pass  # the client is gone; nobody is left to tell
@@ -105,9 +104,7 @@ class ASGIApplication:
     application (see :mod:`aiopyramid_ng.lifespan`).
     """
 
-    def __init__(
-        self, wsgi_app: WSGIApp, registry: Registry | None, max_body_size: int
-    ):
+    def __init__(self, wsgi_app: WSGIApp, registry: Registry | None, max_body_size: int):
         self.wsgi_app = wsgi_app
         self.registry = registry
         self.max_body_size = max_body_size
@@ -130,9 +127,7 @@ class ASGIApplication:
                 "'lifespan' (and refuses 'websocket')."
             )
 
-    async def _refuse_websocket(
-        self, scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    async def _refuse_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] == "websocket.connect":
             logger.warning(
@@ -144,11 +139,7 @@ class ASGIApplication:
             await send({"type": "websocket.close", "code": WEBSOCKET_CLOSE_CODE})
 
     def _executor(self) -> Executor:
-        holder = (
-            self.registry.queryUtility(IAppExecutor)
-            if self.registry is not None
-            else None
-        )
+        holder = self.registry.queryUtility(IAppExecutor) if self.registry is not None else None
         if holder is None:
             return current_executor()
         executor: Executor = holder.get()
@@ -165,9 +156,7 @@ class ASGIApplication:
             # that one cancellation is absorbed: if the server cancelled too,
             # uncancel() stays above zero and the error propagates to it.
             if exchange.disconnected and task.uncancel() == 0:
-                logger.debug(
-                    "Client disconnected from %s %r", scope["method"], scope.get("path")
-                )
+                logger.debug("Client disconnected from %s %r", scope["method"], scope.get("path"))
                 return
             raise
 
@@ -185,17 +174,13 @@ class ASGIApplication:
             await _send_plain(send, 400, "Malformed Content-Length header.")
             return
         if declared is not None and declared > self.max_body_size:
-            await _send_plain(
-                send, 413, f"Request body larger than {self.max_body_size} bytes."
-            )
+            await _send_plain(send, 413, f"Request body larger than {self.max_body_size} bytes.")
             return
         try:
             await self.lifecycle.ensure_started()
             body, length = await read_body(receive, self.max_body_size)
         except BodyTooLarge:
-            await _send_plain(
-                send, 413, f"Request body larger than {self.max_body_size} bytes."
-            )
+            await _send_plain(send, 413, f"Request body larger than {self.max_body_size} bytes.")
             return
         except ClientDisconnected:
             return  # the application never ran: nothing to undo
@@ -212,13 +197,13 @@ class ASGIApplication:
             # From here on a disconnect cancels this very Task, so the request
             # greenlet stops at its await point and its `finally` blocks (and
             # Pyramid's finished callbacks) run before the Task ends.
-            watcher = asyncio.create_task(_watch_disconnect(receive, exchange, task))
+            watcher = asyncio.create_task(
+                _watch_disconnect(receive, exchange, task), name=WATCHER_NAME
+            )
             try:
                 await spawn_greenlet(exchange.run, self.wsgi_app, environ)
             except ClientGone:
-                logger.debug(
-                    "Client disconnected from %s %r", scope["method"], scope.get("path")
-                )
+                logger.debug("Client disconnected from %s %r", scope["method"], scope.get("path"))
             except Exception:
                 if exchange.started:
                     # Too late for an error response: propagating makes the
@@ -230,9 +215,7 @@ class ASGIApplication:
                         scope.get("path"),
                     )
                     raise
-                logger.exception(
-                    "Error while serving %s %r", scope["method"], scope.get("path")
-                )
+                logger.exception("Error while serving %s %r", scope["method"], scope.get("path"))
                 await _send_plain(send, 500, "Internal Server Error")
             finally:
                 watcher.cancel()
@@ -240,14 +223,10 @@ class ASGIApplication:
                 # this Task's: the watcher is always awaited, never leaked.
                 await asyncio.wait({watcher})
                 if not watcher.cancelled() and watcher.exception() is not None:
-                    logger.error(
-                        "Disconnect watcher failed", exc_info=watcher.exception()
-                    )
+                    logger.error("Disconnect watcher failed", exc_info=watcher.exception())
 
 
-async def _watch_disconnect(
-    receive: Receive, exchange: Exchange, task: asyncio.Task[Any]
-) -> None:
+async def _watch_disconnect(receive: Receive, exchange: Exchange, task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` when the client disconnects before the response is complete."""
     while (await receive())["type"] != "http.disconnect":
         pass  # ASGI sends nothing else after the body; tolerate it anyway
@@ -280,9 +259,7 @@ def make_asgi_app(
         settings = registry.settings if registry is not None else None
         max_body_size = max_body_size_from_settings(settings)
     else:
-        max_body_size = max_body_size_from_settings(
-            {MAX_BODY_SIZE_SETTING: max_body_size}
-        )
+        max_body_size = max_body_size_from_settings({MAX_BODY_SIZE_SETTING: max_body_size})
     return ASGIApplication(app, registry, max_body_size)
 
 
@@ -290,9 +267,7 @@ def make_asgi_app_directive(
     config: Configurator, *, max_body_size: int | None = None
 ) -> ASGIApplication:
     """Config directive ``config.make_asgi_app()``: commit, then wrap ``config.make_wsgi_app()``."""
-    return make_asgi_app(
-        config.make_wsgi_app(), config.registry, max_body_size=max_body_size
-    )
+    return make_asgi_app(config.make_wsgi_app(), config.registry, max_body_size=max_body_size)
 
 
 def from_ini(
