@@ -422,3 +422,29 @@ def test_legacy_policy_with_async_callback_round_trips_cookies() -> None:
 def test_legacy_factory_passes_plain_arguments() -> None:
     policy = authn_policy_factory(AuthTktAuthenticationPolicy, None, "s3cret", hashalg="sha512")
     assert policy.callback is None
+
+
+def test_type_error_unrelated_to_acls_propagates_unchanged() -> None:
+    class BrokenPolicy(AsyncPolicy):
+        async def permits(self, request: Request, context: Any, permission: str) -> Any:
+            raise TypeError("broken policy")
+
+    def setup_broken(config: Configurator) -> None:
+        config.set_security_policy(BrokenPolicy())
+        config.add_view(edit, name="edit", permission="edit")
+
+    with pytest.raises(TypeError, match="^broken policy$"):
+        TestApp(make_app(setup_broken)).get("/edit")
+
+
+def test_sync_policy_set_in_a_later_commit_is_accepted() -> None:
+    class SyncPolicy:
+        def identity(self, request: Request) -> str:
+            return "someone"
+
+    config = Configurator()
+    config.include("aiopyramid_ng")
+    config.commit()
+    config.set_security_policy(SyncPolicy())
+    config.add_view(lambda request: {"identity": request.identity}, renderer="json")
+    assert TestApp(config.make_wsgi_app()).get("/").json == {"identity": "someone"}

@@ -243,3 +243,33 @@ def test_notify_installed_once() -> None:
         notify = config.registry.notify
     assert isinstance(notify, AwaitingNotify)
     assert repr(notify).startswith("<AwaitingNotify of")
+
+
+def test_notify_without_listeners_calls_nothing() -> None:
+    from pyramid.registry import Registry
+
+    registry = Registry("empty")
+    AwaitingNotify(registry)(NewRequest(Request.blank("/")))
+    assert not registry.has_listeners
+
+
+def test_subscriber_own_scope_error_propagates_unchanged() -> None:
+    class Ping:
+        pass
+
+    async def refuse(event: Ping) -> None:
+        await tick()
+        raise ScopeError("the subscriber's own")
+
+    def blocking(request: Request) -> Response:
+        try:
+            request.registry.notify(Ping())
+        except ScopeError as exc:
+            return Response(str(exc))
+        return Response("not raised")
+
+    def setup_blocking(config: Configurator) -> None:
+        config.add_subscriber(refuse, Ping)
+        config.add_view(blocking, name="blocking")
+
+    assert TestApp(make_app(setup_blocking)).get("/blocking").text == "the subscriber's own"

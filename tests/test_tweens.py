@@ -223,3 +223,20 @@ def test_async_tween_called_outside_a_request_names_it() -> None:
 
     with pytest.raises(ScopeError, match=r"AsyncInner.*returned an awaitable"):
         asyncio.run(main())
+
+
+def test_explicit_tweens_added_after_include_and_included_twice() -> None:
+    from aiopyramid_ng import tweens as tweens_module
+
+    config = Configurator()
+    config.include("aiopyramid_ng")
+    tweens_module.includeme(config)
+    bridged = config.registry.getUtility(ITweens)
+    assert isinstance(bridged, BridgedTweens)
+    bridged.add_explicit("outer", async_outer_factory)
+    bridged.add_explicit("excview", config.maybe_dotted("pyramid.tweens.excview_tween_factory"))
+    config.add_view(view)
+    app = WSGITestApp(config.make_wsgi_app())
+    assert app.get("/").headers["X-Trail"] == "async_outer in,view,async_outer out"
+    handler = TweenHandler(view)
+    assert repr(handler) == f"<TweenHandler of {view!r}>"
