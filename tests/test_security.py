@@ -433,7 +433,7 @@ def test_type_error_unrelated_to_acls_propagates_unchanged() -> None:
         config.set_security_policy(BrokenPolicy())
         config.add_view(edit, name="edit", permission="edit")
 
-    with pytest.raises(TypeError, match="^broken policy$"):
+    with pytest.raises(TypeError, match=r"^broken policy$"):
         TestApp(make_app(setup_broken)).get("/edit")
 
 
