@@ -240,3 +240,20 @@ def test_explicit_tweens_added_after_include_and_included_twice() -> None:
     assert app.get("/").headers["X-Trail"] == "async_outer in,view,async_outer out"
     handler = TweenHandler(view)
     assert repr(handler) == f"<TweenHandler of {view!r}>"
+
+
+def test_requests_cancelled_inside_async_tweens_leave_nothing(leak_check: LeakCheck) -> None:
+    app = make_app(setup)
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(get_response(app, f"/?n={n}")) for n in range(100)]
+        await asyncio.sleep(0.0015)  # most are suspended in a tween or the view
+        for task in tasks[::2]:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for n in range(1, 100, 2):
+            assert results[n].text == str(n)
+        assert any(isinstance(result, asyncio.CancelledError) for result in results[::2])
+        leak_check.assert_clean(asyncio.get_running_loop())
+
+    asyncio.run(main())
