@@ -339,22 +339,28 @@ def test_disconnect_cancels_the_request(server: Server, kind: str) -> None:
 
 def test_500_concurrent_requests_wait_together(server: Server) -> None:
     total = 500
+    request = b"GET /wait HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
 
-    async def scenario() -> list[str]:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-        async with httpx.AsyncClient(
-            base_url=server.url, limits=limits, timeout=PATIENCE
-        ) as client:
-            requests = [asyncio.create_task(client.get("/wait")) for _ in range(total)]
-            # Every request reaches the await before any is released: they
-            # wait side by side in the server, none holding a thread.
-            counts = await asyncio.to_thread(server.wait_for, lambda c: c.get("waiting") == total)
-            assert counts["waiting"] == total
-            assert server.stats()["threads"] < 50
-            await client.get("/release/wait")
-            return [response.text for response in await asyncio.gather(*requests)]
+    async def one() -> bytes:
+        reader, writer = await asyncio.open_connection(HOST, server.port)
+        writer.write(request)
+        response = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        return response
 
-    assert asyncio.run(scenario()) == ["released"] * total
+    async def scenario() -> list[bytes]:
+        requests = [asyncio.create_task(one()) for _ in range(total)]
+        # Every request reaches the await before any is released: they wait
+        # side by side in the server, none holding a thread.
+        counts = await asyncio.to_thread(server.wait_for, lambda c: c.get("waiting") == total)
+        assert counts["waiting"] == total
+        assert server.stats()["threads"] < 50
+        await asyncio.to_thread(server.get, "/release/wait")
+        return await asyncio.gather(*requests)
+
+    responses = asyncio.run(scenario())
+    assert all(r.startswith(b"HTTP/1.1 200") and r.endswith(b"released") for r in responses)
 
 
 # -- websockets --------------------------------------------------------------------
