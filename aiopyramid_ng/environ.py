@@ -108,6 +108,9 @@ def build_environ(scope: Scope, body: IO[bytes], content_length: int) -> Environ
         "wsgi.url_scheme": scheme,
         "wsgi.input": body,
         "wsgi.input_terminated": True,
+        # The body is already buffered and rewound: WebOb may seek it instead
+        # of copying it into a second temporary file on make_body_seekable().
+        "webob.is_body_seekable": True,
         "wsgi.errors": sys.stderr,
         # Requests of one process interleave on the loop and executor views
         # run in threads: code must be as careful as under a threaded server.
