@@ -28,7 +28,7 @@ from aiopyramid_ng.asgi import ASGIApplication, find_registry, from_ini, make_as
 from aiopyramid_ng.body import DEFAULT_MAX_BODY_SIZE, SPOOL_SIZE
 from aiopyramid_ng.events import ApplicationShutdown, ApplicationStartup
 from aiopyramid_ng.interfaces import IAppExecutor
-from aiopyramid_ng.types import Environ, Message, StartResponse
+from aiopyramid_ng.types import Environ, Message, Receive, Send, StartResponse
 
 from .asgi_support import FILE_CONTENT, Middleware, Probe, make_router
 from .conftest import LeakCheck
@@ -748,3 +748,112 @@ def test_request_view_sees_the_scope(served: Served) -> None:
         app = config.make_asgi_app()
     asyncio.run(_one_request(app))
     assert seen == ["http"]
+
+
+# -- edges of the protocol ---------------------------------------------------------------
+
+
+def scripted_receive(*messages: Message, then_raise: BaseException | None = None) -> Receive:
+    """receive(): the given messages, then raise ``then_raise`` or wait forever."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then_raise is not None:
+            raise then_raise
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+def collecting_send(sent: list[Message]) -> Send:
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    return send
+
+
+def text_app(*chunks: bytes, legacy_write: bool = False) -> Any:
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        if legacy_write:
+            write(b"written")
+        return list(chunks)
+
+    return app
+
+
+def test_multi_chunk_list_and_legacy_write_on_head() -> None:
+    sent: list[Message] = []
+    request = {"type": "http.request"}
+    asyncio.run(
+        make_asgi_app(text_app(b"a", b"", b"b", b"c"))(
+            http_scope(), scripted_receive(request), collecting_send(sent)
+        )
+    )
+    assert [(m.get("body"), m.get("more_body")) for m in sent[1:]] == [
+        (b"a", True),
+        (b"b", True),
+        (b"c", False),
+    ]
+    sent.clear()
+    asyncio.run(
+        make_asgi_app(text_app(b"body", legacy_write=True))(
+            http_scope(method="HEAD"), scripted_receive(request), collecting_send(sent)
+        )
+    )
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert body_of(sent) == b""
+
+
+def test_file_wrapper_without_registry_uses_the_shared_pool(tmp_path: Path) -> None:
+    path = tmp_path / "data.bin"
+    path.write_bytes(FILE_CONTENT)
+
+    def app(environ: Environ, start_response: StartResponse) -> Any:
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](path.open("rb"), 1024)
+
+    sent: list[Message] = []
+    asyncio.run(
+        make_asgi_app(app)(
+            http_scope(), scripted_receive({"type": "http.request"}), collecting_send(sent)
+        )
+    )
+    assert body_of(sent) == FILE_CONTENT
+
+
+def test_watcher_ignores_stray_messages_and_reports_its_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sent: list[Message] = []
+    receive = scripted_receive(
+        {"type": "http.request"}, {"type": "http.request"}, then_raise=OSError("transport broke")
+    )
+
+    async def yielding_send(message: Message) -> None:
+        await asyncio.sleep(0)  # lets the watcher run before the response is complete
+        sent.append(message)
+
+    asyncio.run(make_asgi_app(text_app(b"fine"))(http_scope(), receive, yielding_send))
+    assert body_of(sent) == b"fine"
+    assert "Disconnect watcher failed" in caplog.text and "transport broke" in caplog.text
+
+
+def test_error_response_to_a_vanished_client_is_dropped(tmp_path: Path) -> None:
+    async def send(message: Message) -> None:
+        raise ConnectionResetError("gone")
+
+    served = Served(tmp_path, **{"aiopyramid_ng.max_body_size": "1"})
+    headers = [(b"content-length", b"2")]
+    asyncio.run(served.app(http_scope("/echo/sync", "POST", headers), scripted_receive(), send))
+    assert served.probe.counts["echo"] == 0
+
+
+def test_websocket_gone_before_connect(served: Served) -> None:
+    sent: list[Message] = []
+    receive = scripted_receive({"type": "websocket.disconnect", "code": 1000})
+    asyncio.run(served.app({"type": "websocket", "path": "/ws"}, receive, collecting_send(sent)))
+    assert sent == []
