@@ -155,7 +155,7 @@ class ASGIApplication:
             # The watcher cancelled this Task because the client left.  Only
             # that one cancellation is absorbed: if the server cancelled too,
             # uncancel() stays above zero and the error propagates to it.
-            if exchange.disconnected and task.uncancel() == 0:
+            if exchange.cancelled_on_disconnect and task.uncancel() == 0:
                 logger.debug("Client disconnected from %s %r", scope["method"], scope.get("path"))
                 return
             raise
@@ -231,7 +231,7 @@ async def _watch_disconnect(receive: Receive, exchange: Exchange, task: asyncio.
     while (await receive())["type"] != "http.disconnect":
         pass  # ASGI sends nothing else after the body; tolerate it anyway
     if not exchange.complete:
-        exchange.disconnected = True
+        exchange.disconnected = exchange.cancelled_on_disconnect = True
         task.cancel()
 
 

@@ -53,6 +53,8 @@ class Exchange:
         self.complete = False
         #: The client went away before the response was complete.
         self.disconnected = False
+        #: The disconnect watcher cancelled the request's Task (once).
+        self.cancelled_on_disconnect = False
 
     # -- WSGI side: called in the request greenlet ------------------------
 
