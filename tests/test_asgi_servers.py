@@ -371,7 +371,7 @@ def test_websocket_is_refused_cleanly(server: Server) -> None:
         async with websockets.connect(f"ws://{HOST}:{server.port}/ws", open_timeout=PATIENCE):
             pass
 
+    # A path without a WebSocket view: the handshake is refused, the server carries on.
     with pytest.raises(InvalidStatus):
         asyncio.run(connect())
-    assert "Refused WebSocket connection" in server.log_text()
     assert server.get("/sync").status_code == 200
