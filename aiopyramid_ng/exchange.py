@@ -69,18 +69,13 @@ class Exchange:
             if self.started:
                 raise exc_info[1].with_traceback(exc_info[2])
         elif self.status is not None:
-            raise RuntimeError(
-                "start_response() was called twice without exc_info (PEP 3333)."
-            )
+            raise RuntimeError("start_response() was called twice without exc_info (PEP 3333).")
         code, _, _reason = status.partition(" ")
         if len(code) != 3 or not code.isdigit():
-            raise ValueError(
-                f"Invalid WSGI status {status!r}: it must start with a 3-digit code."
-            )
+            raise ValueError(f"Invalid WSGI status {status!r}: it must start with a 3-digit code.")
         self.status = int(code)
         self.headers = [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in headers
+            (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers
         ]
         return self.write
 
@@ -90,9 +85,7 @@ class Exchange:
             return
         self._start()
         if not self.head:
-            self._send(
-                {"type": "http.response.body", "body": bytes(data), "more_body": True}
-            )
+            self._send({"type": "http.response.body", "body": bytes(data), "more_body": True})
 
     def finish(self, last: bytes = b"") -> None:
         """Send the headers if still pending, then the final body message."""
