@@ -90,3 +90,4 @@ def includeme(config: Configurator) -> None:
     config.include(".tweens")
     config.include(".callbacks")
     config.include(".renderers")
+    config.include(".websocket")

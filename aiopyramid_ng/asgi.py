@@ -40,14 +40,11 @@ from .executor import current_executor
 from .interfaces import IAppExecutor
 from .lifespan import Lifecycle
 from .types import Receive, Scope, Send, WSGIApp
+from .websocket.serving import serve_websocket
 
 __all__ = ["ASGIApplication", "find_registry", "from_ini", "make_asgi_app"]
 
 logger = logging.getLogger(__name__)
-
-#: WebSocket close code sent for every WebSocket connection: 1003, "cannot
-#: accept this kind of data", as nothing here speaks the WebSocket protocol.
-WEBSOCKET_CLOSE_CODE = 1003
 
 #: The name of the Task that watches a request for a client disconnect.
 WATCHER_NAME = "aiopyramid_ng.asgi disconnect watcher"
@@ -120,23 +117,12 @@ class ASGIApplication:
         elif kind == "lifespan":
             await self.lifecycle.serve(receive, send)
         elif kind == "websocket":
-            await self._refuse_websocket(scope, receive, send)
+            await serve_websocket(self, scope, receive, send)
         else:
             raise RuntimeError(
-                f"{self!r} cannot serve ASGI scope type {kind!r}: it serves 'http' and "
-                "'lifespan' (and refuses 'websocket')."
+                f"{self!r} cannot serve ASGI scope type {kind!r}: it serves 'http', "
+                "'websocket' and 'lifespan'."
             )
-
-    async def _refuse_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = await receive()
-        if message["type"] == "websocket.connect":
-            logger.warning(
-                "Refused WebSocket connection to %r with close code %d: this application "
-                "serves HTTP only.",
-                scope.get("path"),
-                WEBSOCKET_CLOSE_CODE,
-            )
-            await send({"type": "websocket.close", "code": WEBSOCKET_CLOSE_CODE})
 
     def _executor(self) -> Executor:
         holder = self.registry.queryUtility(IAppExecutor) if self.registry is not None else None
@@ -178,20 +164,19 @@ class ASGIApplication:
             return
         try:
             await self.lifecycle.ensure_started()
+        except Exception:
+            logger.exception(
+                "Application startup failed during %s %r", scope["method"], scope.get("path")
+            )
+            await _send_plain(send, 500, "Internal Server Error")
+            return
+        try:
             body, length = await read_body(receive, self.max_body_size)
         except BodyTooLarge:
             await _send_plain(send, 413, f"Request body larger than {self.max_body_size} bytes.")
             return
         except ClientDisconnected:
             return  # the application never ran: nothing to undo
-        except Exception:
-            logger.exception(
-                "Application startup failed during %s %r",
-                scope["method"],
-                scope.get("path"),
-            )
-            await _send_plain(send, 500, "Internal Server Error")
-            return
         with body:
             environ = build_environ(scope, body, length)
             # From here on a disconnect cancels this very Task, so the request

@@ -1,0 +1,66 @@
+"""WebSocket endpoints as ordinary Pyramid views, served on ASGI ``websocket`` scopes.
+
+::
+
+    from aiopyramid_ng.websocket import WebsocketMapper, WebsocketConnectionView
+
+    config.add_route("echo", "/ws/echo")
+
+    @view_config(route_name="echo", mapper=WebsocketMapper, permission="chat")
+    async def echo(ws):
+        while (message := await ws.recv()) is not None:
+            await ws.send(message)
+
+Routes, traversal, predicates and permissions select and guard WebSocket
+views like any other; the handshake is accepted only once the view is
+reached, after an ``Origin`` check.  See ``docs/websockets.rst``.
+"""
+
+from __future__ import annotations
+
+from pyramid.config import Configurator
+
+from ..events import ApplicationShutdown
+from .connection import (
+    ENVIRON_KEY,
+    ConnectionClosedError,
+    SyncWebSocket,
+    WebSocket,
+    WebsocketClosed,
+)
+from .mapper import WebsocketConnectionView, WebsocketMapper, websocket_options
+from .origins import ALLOWED_ORIGINS_SETTING, allowed_origins_from_settings
+from .serving import IWebsocketConnections, OpenConnections, close_on_shutdown, serve_websocket
+
+__all__ = [
+    "ALLOWED_ORIGINS_SETTING",
+    "ENVIRON_KEY",
+    "ConnectionClosedError",
+    "IWebsocketConnections",
+    "OpenConnections",
+    "SyncWebSocket",
+    "WebSocket",
+    "WebsocketClosed",
+    "WebsocketConnectionView",
+    "WebsocketMapper",
+    "includeme",
+    "serve_websocket",
+]
+
+
+def includeme(config: Configurator) -> None:
+    """Set up WebSocket views (included by ``config.include('aiopyramid_ng')``).
+
+    * declares the view options ``ws_subprotocols`` and ``ws_allowed_origins``;
+    * checks the setting ``aiopyramid_ng.websocket.allowed_origins`` at commit;
+    * tracks open connections, and closes them with 1001 at ``lifespan.shutdown``.
+    """
+    config.add_view_deriver(websocket_options)
+    registry = config.registry
+
+    def register() -> None:
+        allowed_origins_from_settings(registry.settings)
+        registry.registerUtility(OpenConnections(), IWebsocketConnections)
+
+    config.action(IWebsocketConnections, register)
+    config.add_subscriber(close_on_shutdown, ApplicationShutdown)

@@ -1,0 +1,328 @@
+"""One WebSocket connection, and the objects views talk to it through.
+
+A :class:`Connection` holds the ASGI side of one ``websocket`` scope: the
+server's ``receive``/``send`` and what happened so far (accepted, closed, with
+which code).  Views never see it directly: an ``async def`` view gets a
+:class:`WebSocket`, whose methods are coroutines, and a plain view gets a
+:class:`SyncWebSocket`, whose methods block the request greenlet (only it:
+the event loop keeps serving other connections).  Both read and write the
+same connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from pyramid.request import Request
+
+from ..types import Message, Receive, Scope, Send
+from ..waiting import await_
+
+__all__ = [
+    "ABNORMAL_CLOSURE",
+    "ENVIRON_KEY",
+    "GOING_AWAY",
+    "INTERNAL_ERROR",
+    "NORMAL_CLOSURE",
+    "Connection",
+    "ConnectionClosedError",
+    "SyncWebSocket",
+    "WebSocket",
+    "WebsocketClosed",
+]
+
+#: The WSGI environ key holding the :class:`Connection` of a WebSocket handshake.
+ENVIRON_KEY = "aiopyramid_ng.websocket"
+
+#: RFC 6455 close codes this module sends or reports.
+NORMAL_CLOSURE = 1000
+GOING_AWAY = 1001
+NO_STATUS_RECEIVED = 1005
+ABNORMAL_CLOSURE = 1006
+INTERNAL_ERROR = 1011
+
+Data = str | bytes
+
+
+class WebsocketClosed(Exception):
+    """Raise it anywhere in a WebSocket view to end the connection.
+
+    The connection closes with ``code`` and ``reason`` (if still open) and the
+    view ends normally: nothing is logged as an error.
+    """
+
+    def __init__(self, code: int = NORMAL_CLOSURE, reason: str = ""):
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionClosedError(RuntimeError):
+    """A message was sent on a connection that is already closed.
+
+    ``connection`` is the closed connection.  Escaping the view of that same
+    connection it ends the view quietly (its peer is gone); escaping another
+    connection's view (a broadcast to a peer that just left) it is an error
+    of that view like any other.
+    """
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        super().__init__(
+            f"Cannot send on the WebSocket connection to {connection.path!r}: it is closed "
+            f"(close code {connection.close_code}). Check `ws.closed` first, or catch "
+            "ConnectionClosedError where a peer may have left (a broadcast)."
+        )
+
+
+class Connection:
+    """The ASGI side of one ``websocket`` scope, shared by its Task and request greenlet.
+
+    :param scope: the ASGI scope.
+    :param receive: the server's ``receive``, after ``websocket.connect``.
+    :param send: the server's ``send``.
+    """
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send):
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        #: The Task serving the connection, cancelled by :meth:`shut_down`.
+        self.task: asyncio.Task[Any] | None = None
+        self.accepted = False
+        self.closed = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.subprotocol: str | None = None
+        #: Set by :meth:`shut_down`: a cancellation of the Task is this module's own.
+        self.shutting_down = False
+        #: The view's exception that was already logged and answered with 1011.
+        self.reported: BaseException | None = None
+        self._receiving = False
+        self._replaced = False
+
+    @property
+    def path(self) -> str:
+        path: str = self.scope.get("path", "")
+        return path
+
+    @property
+    def requested_subprotocols(self) -> list[str]:
+        """The client's ``Sec-WebSocket-Protocol`` values, in its order of preference."""
+        return list(self.scope.get("subprotocols") or ())
+
+    @property
+    def can_respond(self) -> bool:
+        """True when the server can send an HTTP response instead of accepting."""
+        return "websocket.http.response" in (self.scope.get("extensions") or {})
+
+    def _mark_closed(self, code: int, reason: str) -> None:
+        self.closed = True
+        self.close_code = code
+        self.close_reason = reason
+
+    async def accept(self, subprotocol: str | None) -> None:
+        """Complete the handshake, selecting ``subprotocol`` (or none)."""
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+        self.accepted = True
+        self.subprotocol = subprotocol
+
+    async def receive(self) -> Data | None:
+        """Wait for the next message; None once the connection is closed.
+
+        A peer that disconnects while this waits makes it return None.
+        """
+        if self.closed:
+            return None
+        if self._receiving:
+            raise RuntimeError(
+                f"Two callers wait on recv() of the WebSocket connection to {self.path!r} at "
+                "once; only one may: messages would go to either at random."
+            )
+        self._receiving = True
+        try:
+            message = await self._receive()
+        finally:
+            self._receiving = False
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text = message.get("text")
+            if text is not None:
+                return str(text)
+            return bytes(message.get("bytes") or b"")
+        if kind == "websocket.disconnect":
+            self._mark_closed(
+                int(message.get("code", NO_STATUS_RECEIVED)), message.get("reason") or ""
+            )
+            return None
+        raise RuntimeError(f"Unexpected ASGI message {kind!r} on a WebSocket connection.")
+
+    async def send(self, data: Data) -> None:
+        """Send one text (``str``) or binary (``bytes``) message.
+
+        :raises ConnectionClosedError: when the connection is closed.
+        :raises TypeError: for any other type of ``data``.
+        """
+        message: Message
+        if isinstance(data, str):
+            message = {"type": "websocket.send", "text": data}
+        elif isinstance(data, bytes | bytearray | memoryview):
+            message = {"type": "websocket.send", "bytes": bytes(data)}
+        else:
+            raise TypeError(
+                f"A WebSocket message is str (text) or bytes (binary), not {type(data).__name__}."
+            )
+        if self.closed:
+            raise ConnectionClosedError(self)
+        try:
+            await self._send(message)
+        except OSError as exc:
+            # uvicorn reports a vanished peer this way; others drop the message.
+            self._mark_closed(ABNORMAL_CLOSURE, "")
+            raise ConnectionClosedError(self) from exc
+
+    async def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close the connection with ``code``; does nothing if it is closed already."""
+        if self.closed:
+            return
+        self._mark_closed(code, reason)
+        # A peer that is gone leaves the connection closed either way.
+        with contextlib.suppress(OSError):
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def respond(self, message: Message) -> None:
+        """Send part of the HTTP response the pipeline produced for the handshake.
+
+        ``message`` is ``http.response.start`` or ``http.response.body``.  Once
+        the connection was accepted, the view's response is meaningless and
+        dropped.  Otherwise it becomes the refusal of the handshake: the
+        response itself where the server offers ``websocket.http.response``,
+        else a close before accepting (the server answers 403).
+        """
+        if self.accepted or self._replaced:
+            return
+        if not self.can_respond:
+            if message["type"] == "http.response.start":
+                await self.deny()
+            return
+        if message["type"] == "http.response.start" and message["status"] < 300:
+            # A view that is not a WebSocket view answered the handshake: its
+            # page means nothing to a WebSocket client.
+            self._replaced = True
+            body = f"No WebSocket endpoint at {self.path}.".encode()
+            headers = [(b"content-type", b"text/plain; charset=utf-8")]
+            await self._send(
+                {"type": "websocket.http.response.start", "status": 404, "headers": headers}
+            )
+            await self._send({"type": "websocket.http.response.body", "body": body})
+            return
+        await self._send({**message, "type": "websocket." + message["type"]})
+
+    async def deny(self) -> None:
+        """Refuse the handshake by closing before accepting."""
+        if not self.closed:
+            self._mark_closed(NORMAL_CLOSURE, "")
+            await self._send({"type": "websocket.close", "code": NORMAL_CLOSURE})
+
+    def shut_down(self) -> None:
+        """Stop an accepted connection: its view unwinds, then it closes with 1001."""
+        if self.accepted and not self.closed and self.task is not None:
+            self.shutting_down = True
+            self.task.cancel()
+
+
+class _Endpoint:
+    """What both kinds of view objects share: the connection's state and request."""
+
+    __slots__ = ("_connection", "context", "request", "use_bytes")
+
+    def __init__(self, connection: Connection, request: Request, context: Any, use_bytes: bool):
+        self._connection = connection
+        #: The Pyramid request of the handshake (headers, cookies, identity).
+        self.request = request
+        #: The context (traversal resource) the view was found for.
+        self.context = context
+        #: Text messages are received as UTF-8 ``bytes`` (``WebsocketMapper.use_bytes``).
+        self.use_bytes = use_bytes
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The negotiated subprotocol, or None."""
+        return self._connection.subprotocol
+
+    @property
+    def closed(self) -> bool:
+        """True once either side closed the connection."""
+        return self._connection.closed
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code sent or received; None while open."""
+        return self._connection.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self._connection.close_reason
+
+    @property
+    def scope(self) -> Scope:
+        """The ASGI scope of the connection."""
+        return self._connection.scope
+
+    def _received(self, data: Data | None) -> Data | None:
+        if self.use_bytes and isinstance(data, str):
+            return data.encode("utf-8")
+        return data
+
+    def __repr__(self) -> str:
+        state = f"closed {self.close_code}" if self.closed else "open"
+        return f"<{type(self).__name__} {self._connection.path!r} {state}>"
+
+
+class WebSocket(_Endpoint):
+    """The connection as an ``async def`` WebSocket view sees it: methods are coroutines."""
+
+    __slots__ = ()
+
+    async def recv(self) -> Data | None:
+        """Next message: ``str`` for text, ``bytes`` for binary; None once closed."""
+        return self._received(await self._connection.receive())
+
+    async def send(self, data: Data) -> None:
+        """Send ``str`` as a text message or ``bytes`` as a binary one.
+
+        :raises ConnectionClosedError: when the connection is closed.
+        """
+        await self._connection.send(data)
+
+    async def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close the connection; idempotent."""
+        await self._connection.close(code, reason)
+
+
+class SyncWebSocket(_Endpoint):
+    """The connection as a plain (``def``) WebSocket view sees it: methods block.
+
+    Only the request greenlet waits (the view runs in it); the calls also
+    work from a worker thread serving the request (a ``use_executor``
+    function).
+    """
+
+    __slots__ = ()
+
+    def recv(self) -> Data | None:
+        """Next message: ``str`` for text, ``bytes`` for binary; None once closed."""
+        return self._received(await_(self._connection.receive()))
+
+    def send(self, data: Data) -> None:
+        """Send ``str`` as a text message or ``bytes`` as a binary one.
+
+        :raises ConnectionClosedError: when the connection is closed.
+        """
+        await_(self._connection.send(data))
+
+    def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close the connection; idempotent."""
+        await_(self._connection.close(code, reason))
