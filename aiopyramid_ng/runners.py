@@ -55,6 +55,7 @@ __all__ = [
 
 #: Where a runner listens when the section sets neither ``listen`` nor ``host``/``port``.
 DEFAULT_HOST = "127.0.0.1"
+#: The port a runner listens on when the section sets neither ``listen`` nor ``port``.
 DEFAULT_PORT = 8000
 
 Address = tuple[str, int]
@@ -66,14 +67,12 @@ class Option:
 
     ``convert`` returns the typed value or raises :class:`ValueError`;
     ``expected`` describes a valid value and ``example`` is one, both used in
-    the error message.  ``keyword`` is the server's own name for the option
-    when it differs from the ini name.
+    the error message.
     """
 
     convert: Callable[[str], Any]
     expected: str
     example: str
-    keyword: str | None = None
 
 
 def _boolean(value: str) -> bool:
@@ -193,7 +192,7 @@ def parse_options(
 ) -> dict[str, Any]:
     """Convert the server options of ``local_conf`` (the address ones excluded).
 
-    Returns the typed values keyed by the server's own keyword names.
+    Returns the typed values by option name.
 
     :raises ConfigurationError: for an unknown option or a value that does not
         convert.
@@ -215,7 +214,7 @@ def parse_options(
                 f"{name} = {raw!r} is not valid; expected {option.expected}, "
                 f"for example `{name} = {option.example}`.",
             ) from None
-        parsed[option.keyword or name] = value
+        parsed[name] = value
     return parsed
 
 
