@@ -111,6 +111,7 @@ def server(
     directory = tmp_path_factory.mktemp(request.param)
     port = _free_port()
     log = directory / "server.log"
+    server = Server(request.param, port, directory, log)
     env = {"ASGI_TESTS_DIR": str(directory), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -132,11 +133,11 @@ def server(
                         f"{request.param} did not start:\n{log.read_text()}"
                     ) from None
                 time.sleep(0.05)
-        yield Server(request.param, port, directory, log)
+        yield server
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=PATIENCE)
-    if Server(request.param, port, directory, log).lifespan:
+    if server.lifespan:
         # The shutdown subscriber ran (in the server process) before it exited.
         assert (directory / "shutdown").read_text() == "shutdown", log.read_text()
 
