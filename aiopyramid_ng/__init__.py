@@ -56,7 +56,9 @@ def includeme(config: Configurator) -> None:
       directive;
     * adds the ``make_asgi_app`` directive (see :mod:`aiopyramid_ng.asgi`);
     * wraps the execution policy so the Router runs in request greenlets
-      (setting ``aiopyramid_ng.pipeline``).
+      (setting ``aiopyramid_ng.pipeline``);
+    * sets up the integrations of :mod:`aiopyramid_ng.addons` (a transaction
+      per request for pyramid_tm, ...).
     """
     threadlocal.install()
     config.add_directive("set_executor", set_executor)
@@ -91,3 +93,4 @@ def includeme(config: Configurator) -> None:
     config.include(".callbacks")
     config.include(".renderers")
     config.include(".websocket")
+    config.include(".addons")

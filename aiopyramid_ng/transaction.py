@@ -1,0 +1,118 @@
+"""One transaction per request for the ``transaction`` package (pyramid_tm, zope.sqlalchemy).
+
+``transaction.manager`` is a ``ThreadTransactionManager``: a
+``threading.local`` holding one ``TransactionManager`` per thread.  Requests
+interleaved on the event loop thread would share it: a second request's
+``begin()`` aborts the first one's transaction, and the first one's
+``commit()`` then commits the second one's work.
+
+:func:`install` makes that very object (``zope.sqlalchemy`` and pyramid_tm's
+``request.tm`` import it by name, so it cannot be replaced) context-local:
+while a request runs, it delegates to a ``TransactionManager`` of the
+request's own, held in a :class:`~contextvars.ContextVar`; outside any request
+(scripts, tests, start-up code) it delegates to the thread's, as before.
+
+:class:`RequestTransactionPolicy` wraps the application's execution policy
+to give each request its fresh manager.  Everything of that request sees the
+same manager object: the request greenlet shares the request Task's context,
+and a worker thread running an executor view (or the whole pipeline, with
+``aiopyramid_ng.pipeline = executor``) runs with a copy of that context,
+which refers to the same manager.  A manager set in start-up code is never
+inherited by the requests, whatever context the server creates their Tasks
+from.
+
+Applications that configure ``tm.manager_hook = pyramid_tm.explicit_manager``
+(as the cookiecutter does) already get a manager per request from pyramid_tm;
+both ways work.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+import transaction
+from pyramid.config import Configurator
+from pyramid.interfaces import IExecutionPolicy
+from pyramid.router import Router, default_execution_policy
+from transaction import ThreadTransactionManager, TransactionManager
+from zope.interface import implementer
+
+from .types import Environ
+
+__all__ = ["ContextTransactionManager", "RequestTransactionPolicy", "includeme", "install"]
+
+#: Runs after every ordinary action (so it wraps pyramid_retry's policy, say)
+#: and before aiopyramid_ng.WRAP_POLICY_ORDER, so the request greenlet (or
+#: the worker thread) is already where this policy runs.
+WRAP_POLICY_ORDER = 9_000
+
+_request_manager: ContextVar[TransactionManager] = ContextVar("aiopyramid_ng.transaction")
+
+
+class ContextTransactionManager(ThreadTransactionManager):  # type: ignore[misc]
+    """A ``ThreadTransactionManager`` whose ``manager`` is the current request's."""
+
+    @property
+    def manager(self) -> TransactionManager:
+        """The current request's manager, or this thread's outside requests."""
+        current = _request_manager.get(None)
+        if current is not None:
+            return current
+        # threading.local's __dict__ is the calling thread's own.
+        thread_manager: TransactionManager = self.__dict__["manager"]
+        return thread_manager
+
+    @manager.setter
+    def manager(self, value: TransactionManager) -> None:
+        # threading.local re-runs ThreadTransactionManager.__init__ in every
+        # new thread, which assigns a fresh manager here: the thread's own,
+        # used outside requests (where the stock class keeps it too, so
+        # threads that used the manager before install() keep theirs).
+        self.__dict__["manager"] = value
+
+
+def install() -> None:
+    """Make ``transaction.manager`` context-local.  Idempotent.
+
+    Every thread keeps the manager (and any transaction) it had.
+    """
+    manager = transaction.manager
+    if not isinstance(manager, ContextTransactionManager):
+        manager.__class__ = ContextTransactionManager
+
+
+@implementer(IExecutionPolicy)
+class RequestTransactionPolicy:
+    """Run ``policy`` (an execution policy) with a transaction manager of its own.
+
+    The new manager is explicit when the one it replaces is (an application
+    may set ``transaction.manager.explicit = True`` at start-up).
+    """
+
+    def __init__(self, policy: Any = default_execution_policy):
+        self.policy = policy
+
+    def __call__(self, environ: Environ, router: Router) -> Any:
+        fresh = TransactionManager(explicit=transaction.manager.explicit)
+        token = _request_manager.set(fresh)
+        try:
+            return self.policy(environ, router)
+        finally:
+            _request_manager.reset(token)
+
+    def __repr__(self) -> str:
+        return f"<RequestTransactionPolicy around {self.policy!r}>"
+
+
+def includeme(config: Configurator) -> None:
+    """Install the context-local manager and wrap the application's execution policy."""
+    install()
+    registry = config.registry
+
+    def wrap_execution_policy() -> None:
+        policy = registry.queryUtility(IExecutionPolicy, default=default_execution_policy)
+        if not isinstance(policy, RequestTransactionPolicy):
+            registry.registerUtility(RequestTransactionPolicy(policy), IExecutionPolicy)
+
+    config.action(None, wrap_execution_policy, order=WRAP_POLICY_ORDER)

@@ -1,0 +1,285 @@
+"""pyramid_tm + transaction + zope.sqlalchemy + SQLAlchemy under interleaved requests.
+
+Each request writes two rows with a wait in between, from a coroutine view,
+an executor view or a greenlet view; every fourth one then fails.  Afterwards
+the database must hold exactly the rows of the requests that succeeded: a
+transaction shared by interleaved requests would lose rows (another request's
+``begin()`` aborts it) or keep failed ones (another request's ``commit()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import transaction
+import webtest
+import zope.sqlalchemy
+from pyramid.config import Configurator
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.router import Router
+from sqlalchemy import String, create_engine, select
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from aiopyramid_ng.asgi import make_asgi_app
+from aiopyramid_ng.config import GreenletMapper
+from aiopyramid_ng.events import ApplicationShutdown
+from aiopyramid_ng.testing import TestApp
+from aiopyramid_ng.transaction import ContextTransactionManager, RequestTransactionPolicy
+from aiopyramid_ng.waiting import await_
+from aiopyramid_ng.wsgi import thread_loop
+
+from .compat_support import concurrently, serve
+
+KINDS = ("coroutine", "executor", "greenlet")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Row(Base):
+    __tablename__ = "rows"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tag: Mapped[str] = mapped_column(String(50))
+
+
+class Boom(Exception):
+    """Raised by a view after writing, so the request's transaction must abort."""
+
+
+def _write(request: Request, part: str) -> None:
+    request.dbsession.add(Row(tag=f"{request.matchdict['tag']}-{part}"))
+
+
+def _finish(request: Request) -> dict[str, Any]:
+    if request.params.get("fail"):
+        raise Boom(request.matchdict["tag"])
+    return {"tag": request.matchdict["tag"], "same": request.tm.get() is transaction_of(request)}
+
+
+def transaction_of(request: Request) -> Any:
+    """The transaction pyramid_tm began for ``request``, as recorded on the first write."""
+    return request.environ["test.transaction"]
+
+
+def _record(request: Request) -> None:
+    request.environ["test.transaction"] = request.tm.get()
+
+
+async def coroutine_view(request: Request) -> dict[str, Any]:
+    _record(request)
+    _write(request, "a")
+    await asyncio.sleep(0.005)
+    _write(request, "b")
+    if not request.registry.settings["test.io_in_threads"]:
+        # A sync session over an async engine does its I/O through the
+        # request greenlet, from a coroutine view too.
+        request.dbsession.execute(select(Row.id).limit(1)).all()
+    return _finish(request)
+
+
+def executor_view(request: Request) -> dict[str, Any]:
+    # Runs in a worker thread with a copy of the request's context.
+    _record(request)
+    _write(request, "a")
+    time.sleep(0.005)
+    _write(request, "b")
+    if request.registry.settings["test.io_in_threads"]:
+        # A sync engine's I/O runs here, in the thread.  (A session over an
+        # async engine cannot do I/O in a thread: its rows are flushed at
+        # commit, in the request greenlet.)
+        request.dbsession.execute(select(Row.id).limit(1)).all()
+    return _finish(request)
+
+
+def greenlet_view(request: Request) -> dict[str, Any]:
+    _record(request)
+    _write(request, "a")
+    await_(asyncio.sleep(0.005))
+    _write(request, "b")
+    if not request.registry.settings["test.io_in_threads"]:
+        request.dbsession.execute(select(Row.id).limit(1)).all()
+    return _finish(request)
+
+
+def boom_view(exc: Boom, request: Request) -> Response:
+    return Response(f"failed {exc}", status=500)
+
+
+async def close_connections(event: ApplicationShutdown) -> None:
+    await event.registry.async_engine.dispose()
+
+
+def make_app(database: Path, manager: str, pipeline: str) -> Router:
+    """The cookiecutter stack.  A sync engine needs the executor pipeline:
+    pyramid_tm commits in a tween, which would otherwise block the loop."""
+    io_in_threads = pipeline == "executor"
+    settings: dict[str, Any] = {
+        "aiopyramid_ng.pipeline": pipeline,
+        "test.io_in_threads": io_in_threads,
+    }
+    if manager == "explicit":
+        settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
+    engine = create_engine(f"sqlite:///{database}")
+    Base.metadata.create_all(engine)
+    if io_in_threads:
+        factory = sessionmaker(bind=engine)
+    else:
+        engine.dispose()
+        # Sync sessions over an async engine: their I/O waits on the loop.
+        async_engine = create_async_engine(f"sqlite+aiosqlite:///{database}")
+        factory = sessionmaker(bind=async_engine.sync_engine)
+
+    def dbsession(request: Request) -> Session:
+        session = factory()
+        zope.sqlalchemy.register(session, transaction_manager=request.tm)
+        return session
+
+    with Configurator(settings=settings) as config:
+        config.include("aiopyramid_ng")
+        config.include("pyramid_tm")
+        config.add_request_method(dbsession, reify=True)
+        config.registry.engine = engine
+        if not io_in_threads:
+            config.registry.async_engine = async_engine
+            config.add_subscriber(close_connections, ApplicationShutdown)
+        config.add_route("coroutine", "/coroutine/{tag}")
+        config.add_view(coroutine_view, route_name="coroutine", renderer="json")
+        config.add_route("executor", "/executor/{tag}")
+        config.add_view(executor_view, route_name="executor", renderer="json")
+        config.add_route("greenlet", "/greenlet/{tag}")
+        config.add_view(
+            greenlet_view, route_name="greenlet", renderer="json", mapper=GreenletMapper
+        )
+        config.add_exception_view(boom_view, Boom)
+        return config.make_wsgi_app()
+
+
+def stored_tags(app: Router) -> list[str]:
+    with Session(app.registry.engine) as session:
+        return sorted(session.scalars(select(Row.tag)))
+
+
+def clear(app: Router) -> None:
+    with Session(app.registry.engine) as session, session.begin():
+        session.query(Row).delete()
+
+
+def plan(count: int, prefix: str) -> tuple[list[tuple[str, str, dict[str, Any]]], list[str]]:
+    """``count`` requests over every view kind; the expected rows."""
+    requests: list[tuple[str, str, dict[str, Any]]] = []
+    expected: list[str] = []
+    for number in range(count):
+        kind = KINDS[number % len(KINDS)]
+        tag = f"{prefix}{kind}{number}"
+        fail = number % 4 == 0
+        requests.append(("GET", f"/{kind}/{tag}", {"params": {"fail": "1"} if fail else {}}))
+        if not fail:
+            expected += [f"{tag}-a", f"{tag}-b"]
+    return requests, sorted(expected)
+
+
+SETUPS = [("threadlocal", "executor"), ("threadlocal", "greenlet"), ("explicit", "greenlet")]
+IDS = ["-".join(setup) for setup in SETUPS]
+
+
+@pytest.fixture(scope="module", params=SETUPS, ids=IDS)
+def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Router:
+    manager, pipeline = request.param
+    return make_app(tmp_path_factory.mktemp("tm") / "db.sqlite", manager, pipeline)
+
+
+@pytest.fixture(scope="module")
+def server(app: Router) -> Iterator[str]:
+    with serve(make_asgi_app(app)) as base:
+        yield base
+
+
+def test_interleaved_requests_commit_exactly_their_own_rows(server: str, app: Router) -> None:
+    clear(app)
+    requests, expected = plan(100, "u")
+    responses = concurrently(server, requests)
+    for (_, path, options), response in zip(requests, responses, strict=True):
+        if options["params"]:
+            assert (response.status_code, response.text) == (500, f"failed {path.split('/')[2]}")
+        else:
+            assert response.status_code == 200, response.text
+            assert response.json()["same"] is True
+    assert stored_tags(app) == expected
+
+
+@pytest.mark.parametrize(("manager", "pipeline"), SETUPS, ids=IDS)
+def test_in_process_asgi_and_webtest(tmp_path: Path, manager: str, pipeline: str) -> None:
+    app = make_app(tmp_path / "db.sqlite", manager, pipeline)
+    requests, expected = plan(12, "t")
+    with TestApp(make_asgi_app(app)) as client:
+        for _, path, options in requests:
+            client.get(path, params=options["params"], status=500 if options["params"] else 200)
+    assert stored_tags(app) == expected
+    clear(app)
+    # Plain WSGI: each request runs on the calling thread's loop.
+    client = webtest.TestApp(app)
+    for _, path, options in requests:
+        client.get(path, params=options["params"], status=500 if options["params"] else 200)
+    assert stored_tags(app) == expected
+    if pipeline == "greenlet":
+        # No lifespan in plain WSGI: close the connections made on this thread's loop.
+        thread_loop().run_until_complete(app.registry.async_engine.dispose())
+
+
+def test_webtest_from_several_threads(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "db.sqlite", "threadlocal", "executor")
+    requests, expected = plan(24, "w")
+    client = webtest.TestApp(app)
+    failures: list[BaseException] = []
+
+    def run(share: list[tuple[str, str, dict[str, Any]]]) -> None:
+        try:
+            for _, path, options in share:
+                client.get(path, params=options["params"], status=500 if options["params"] else 200)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(requests[n::4],)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert stored_tags(app) == expected
+
+
+def test_outside_requests_the_thread_keeps_its_manager() -> None:
+    assert isinstance(transaction.manager, ContextTransactionManager)
+    seen: list[Any] = []
+    thread = threading.Thread(target=lambda: seen.append(transaction.manager.manager))
+    thread.start()
+    thread.join()
+    assert seen[0] is not transaction.manager.manager
+    with transaction.manager as txn:
+        assert transaction.get() is txn
+
+
+def test_request_manager_follows_an_explicit_thread_manager() -> None:
+    seen: list[bool] = []
+
+    def policy(environ: Any, router: Any) -> None:
+        seen.append(transaction.manager.explicit)
+
+    wrapped = RequestTransactionPolicy(policy)
+    transaction.manager.explicit = True
+    try:
+        wrapped({}, None)
+    finally:
+        transaction.manager.explicit = False
+    wrapped({}, None)
+    assert seen == [True, False]
+    assert "RequestTransactionPolicy around" in repr(wrapped)
