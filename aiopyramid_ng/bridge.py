@@ -240,8 +240,9 @@ async def spawn_greenlet(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwa
     """Run synchronous ``func`` in a new request greenlet and return its result.
 
     Usable from any Task.  ``func`` (and everything it calls) may use
-    :func:`await_` and :func:`~aiopyramid_ng.helpers.synchronize`d
-    coroutines; it shares the calling Task's context variables.
+    :func:`await_` and functions decorated with
+    :func:`~aiopyramid_ng.helpers.synchronize`; it shares the calling Task's
+    context variables.
     """
     bind_loop(asyncio.get_running_loop())
     parent = getcurrent()
