@@ -1,7 +1,12 @@
-"""Integration with Pyramid add-ons that assume one request per thread.
+"""Integration with Pyramid add-ons and libraries that assume one request per thread.
 
-Included by ``config.include('aiopyramid_ng')``.  Each integration is set up
-only when its package is installed.
+Included by ``config.include('aiopyramid_ng')``:
+
+* :mod:`~aiopyramid_ng.nestedloops`: a clear error for a view that starts an
+  event loop of its own on the loop thread;
+* :mod:`~aiopyramid_ng.sessions`: ``async def`` session factories;
+* :mod:`~aiopyramid_ng.transaction`: a transaction per request (when the
+  ``transaction`` package is installed).
 """
 
 from __future__ import annotations
@@ -15,5 +20,7 @@ __all__ = ["includeme"]
 
 def includeme(config: Configurator) -> None:
     """Include the integrations for the add-ons that are installed."""
+    config.include(".nestedloops")
+    config.include(".sessions")
     if find_spec("transaction") is not None:
         config.include(".transaction")

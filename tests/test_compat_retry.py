@@ -1,0 +1,136 @@
+"""pyramid_retry: a retryable error is retried with the request body intact.
+
+Every view kind fails its first attempt with a retryable error, then echoes
+the body it was sent.  pyramid_retry sets an execution policy that
+aiopyramid_ng wraps, so both include orders are served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import webtest
+from pyramid.config import Configurator
+from pyramid.interfaces import IExecutionPolicy
+from pyramid.request import Request
+from pyramid.router import Router
+from pyramid_retry import mark_error_retryable
+
+from aiopyramid_ng.asgi import make_asgi_app
+from aiopyramid_ng.config import GreenletMapper
+from aiopyramid_ng.testing import TestApp
+from aiopyramid_ng.waiting import await_
+from aiopyramid_ng.wsgi import GreenletExecutionPolicy
+
+from .compat_support import concurrently, serve
+
+KINDS = ("coroutine", "executor", "greenlet")
+ORDERS = [("aiopyramid_ng", "pyramid_retry"), ("pyramid_retry", "aiopyramid_ng")]
+
+
+class Flaky(Exception):
+    """Fails the first attempt of every request."""
+
+
+mark_error_retryable(Flaky)
+
+
+def _answer(request: Request, kind: str) -> dict[str, Any]:
+    attempt = request.environ["retry.attempt"]
+    if attempt == 0:
+        raise Flaky(kind)
+    return {"kind": kind, "attempt": attempt, "body": request.text}
+
+
+async def coroutine_view(request: Request) -> dict[str, Any]:
+    await asyncio.sleep(0.002)
+    return _answer(request, "coroutine")
+
+
+def executor_view(request: Request) -> dict[str, Any]:
+    return _answer(request, "executor")
+
+
+def greenlet_view(request: Request) -> dict[str, Any]:
+    await_(asyncio.sleep(0.002))
+    return _answer(request, "greenlet")
+
+
+def make_app(order: tuple[str, str]) -> Router:
+    with Configurator(settings={"retry.attempts": "2"}) as config:
+        for name in order:
+            config.include(name)
+        config.add_route("coroutine", "/coroutine", request_method="POST")
+        config.add_view(coroutine_view, route_name="coroutine", renderer="json")
+        config.add_route("executor", "/executor", request_method="POST")
+        config.add_view(executor_view, route_name="executor", renderer="json")
+        config.add_route("greenlet", "/greenlet", request_method="POST")
+        config.add_view(
+            greenlet_view, route_name="greenlet", renderer="json", mapper=GreenletMapper
+        )
+        return config.make_wsgi_app()
+
+
+def plan(count: int) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        ("POST", f"/{KINDS[n % 3]}", {"content": f"body {n} ".encode() * (n + 1)})
+        for n in range(count)
+    ]
+
+
+def check(path: str, sent: bytes, answer: dict[str, Any]) -> None:
+    assert answer == {"kind": path[1:], "attempt": 1, "body": sent.decode()}
+
+
+@pytest.fixture(scope="module", params=ORDERS, ids=["-then-".join(o) for o in ORDERS])
+def app(request: pytest.FixtureRequest) -> Router:
+    return make_app(request.param)
+
+
+@pytest.fixture(scope="module")
+def server(app: Router) -> Iterator[str]:
+    with serve(make_asgi_app(app)) as base:
+        yield base
+
+
+def test_the_policy_chain_holds_retry_inside_the_greenlet_policy(app: Router) -> None:
+    policy = app.registry.getUtility(IExecutionPolicy)
+    assert isinstance(policy, GreenletExecutionPolicy)
+    assert "retry_policy" in repr(policy)
+
+
+def test_interleaved_retries_keep_their_bodies(server: str) -> None:
+    requests = plan(60)
+    for (_, path, options), response in zip(requests, concurrently(server, requests), strict=True):
+        assert response.status_code == 200, response.text
+        check(path, options["content"], response.json())
+
+
+def test_in_process_asgi(app: Router) -> None:
+    with TestApp(make_asgi_app(app)) as client:
+        for _, path, options in plan(6):
+            check(path, options["content"], client.post(path, options["content"]).json)
+
+
+def test_webtest_from_several_threads(app: Router) -> None:
+    client = webtest.TestApp(app)
+    failures: list[BaseException] = []
+
+    def run(share: list[tuple[str, str, dict[str, Any]]]) -> None:
+        try:
+            for _, path, options in share:
+                check(path, options["content"], client.post(path, options["content"]).json)
+        except BaseException as exc:
+            failures.append(exc)
+
+    requests = plan(12)
+    threads = [threading.Thread(target=run, args=(requests[n::3],)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
