@@ -121,6 +121,35 @@ _waiting_worker: contextvars.ContextVar[_WaitingWorker] = contextvars.ContextVar
     "aiopyramid_ng.waiting_worker"
 )
 
+
+class _ThreadCall:
+    """The coroutines a thread started by run_in_thread waits for on the loop.
+
+    Only touched on the loop thread, so it needs no lock.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.cancelled = False
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        if self.cancelled:
+            task.cancel()
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        for task in self.tasks:
+            task.cancel()
+
+
+#: Set in the context of every run_in_thread call, so that cancelling the
+#: caller also cancels what the thread waits for on the loop.
+_thread_call: contextvars.ContextVar[_ThreadCall] = contextvars.ContextVar(
+    "aiopyramid_ng.thread_call"
+)
+
 #: Used by code that runs outside any application configured with aiopyramid_ng.
 _fallback = AppExecutor()
 
@@ -143,11 +172,15 @@ async def run_in_thread(
     is withdrawn; work that has started is let finish (its result discarded)
     before the ``CancelledError`` propagates, so whatever runs after the
     caller unwinds (Pyramid's finished callbacks, a transaction manager) never
-    races the thread.
+    races the thread.  Coroutines the thread is waiting for on the loop are
+    cancelled with the caller, so the thread sees ``CancelledError`` there
+    and can unwind early.
     """
     context = contextvars.copy_context()
     # The thread may wait on coroutines (synchronize, await_): they go to this loop.
     context.run(bind_loop, asyncio.get_running_loop())
+    thread_call = _ThreadCall()
+    context.run(_thread_call.set, thread_call)
     call = functools.partial(func, *args, **kwargs)
     worker = _waiting_worker.get(None)
     submitted: Future[T]
@@ -161,6 +194,7 @@ async def run_in_thread(
         return await asyncio.shield(future)
     except asyncio.CancelledError:
         if not submitted.cancel():
+            thread_call.cancel()
             await _finish_despite_cancellation(future)
         raise
 
@@ -183,24 +217,43 @@ def wait_from_worker(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -
     """Wait for ``awaitable`` on ``loop`` from a worker thread, blocking the thread.
 
     The awaitable is awaited in a bridged greenlet (so synchronous code it
-    calls may wait too) with a copy of this thread's context.  Meanwhile this
-    thread executes any blocking work the awaitable sends to an executor.
+    calls may wait too), in a Task with a copy of this thread's context.
+    Meanwhile this thread executes any blocking work the awaitable sends to
+    an executor.  If the request that started this thread is cancelled, the
+    Task is cancelled and this raises :class:`asyncio.CancelledError` once the
+    Task has finished unwinding.
     """
     worker = _WaitingWorker()
-    # run_coroutine_threadsafe gives the new Task a copy of the context
-    # current here, so the marker reaches the coroutine and nothing else.
-    token = _waiting_worker.set(worker)
-    try:
-        done = asyncio.run_coroutine_threadsafe(spawn_greenlet(await_, awaitable), loop)
-    finally:
-        _waiting_worker.reset(token)
-    # The loop thread completes `done`, so this callback runs there too.
-    done.add_done_callback(lambda _: worker.stop_waiting())
+    thread_call = _thread_call.get(None)
+    outcome: Future[T] = Future()
+    context = contextvars.copy_context()
+    context.run(_waiting_worker.set, worker)
+
+    def start() -> None:
+        # On the loop thread.
+        task = loop.create_task(spawn_greenlet(await_, awaitable), context=context)
+        task.add_done_callback(lambda _: _copy_outcome(task, outcome))
+        task.add_done_callback(lambda _: worker.stop_waiting())
+        if thread_call is not None:
+            thread_call.track(task)
+
+    loop.call_soon_threadsafe(start)
     while (work := worker.inbox.get()) is not None:
-        submitted, context, call = work
+        submitted, work_context, call = work
         if submitted.set_running_or_notify_cancel():
             try:
-                submitted.set_result(context.run(call))
+                submitted.set_result(work_context.run(call))
             except BaseException as exc:
                 submitted.set_exception(exc)
-    return done.result()
+    if outcome.cancelled():
+        raise asyncio.CancelledError()
+    return outcome.result()
+
+
+def _copy_outcome(task: asyncio.Task[T], outcome: Future[T]) -> None:
+    if task.cancelled():
+        outcome.cancel()
+    elif (exc := task.exception()) is not None:
+        outcome.set_exception(exc)
+    else:
+        outcome.set_result(task.result())

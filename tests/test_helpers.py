@@ -414,3 +414,46 @@ def test_executor_work_from_a_coroutine_a_blocked_worker_waits_for() -> None:
         assert asyncio.run(main()) == [f"{n} in aiopyramid_ng_0" for n in range(10)]
     finally:
         app.registry.getUtility(IAppExecutor).shutdown()
+
+
+def test_cancelling_a_request_cancels_what_its_thread_waits_for() -> None:
+    entered = threading.Event()
+    order: list[str] = []
+
+    @synchronize
+    async def long_wait() -> None:
+        try:
+            entered.set()
+            await asyncio.sleep(10)
+        finally:
+            order.append("coroutine unwound")
+
+    def blocking(request: Request) -> Response:
+        request.add_finished_callback(lambda request: order.append("finished callback"))
+        try:
+            long_wait()
+        except asyncio.CancelledError:
+            order.append("thread saw the cancellation")
+            raise
+        return Response("never sent")
+
+    def setup(config: Configurator) -> None:
+        config.add_route("blocking", "/")
+        config.add_view(blocking, route_name="blocking")
+
+    app = make_app(setup)
+
+    async def main() -> None:
+        check = LeakCheck()
+        task = asyncio.create_task(get_response(app, "/"))
+        await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        check.assert_clean(asyncio.get_running_loop(), max_new_threads=DEFAULT_MAX_WORKERS)
+
+    try:
+        asyncio.run(main())
+    finally:
+        app.registry.getUtility(IAppExecutor).shutdown()
+    assert order == ["coroutine unwound", "thread saw the cancellation", "finished callback"]
