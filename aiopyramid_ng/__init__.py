@@ -10,6 +10,8 @@ from __future__ import annotations
 from concurrent.futures import Executor
 
 from pyramid.config import Configurator
+from pyramid.events import ApplicationCreated
+from pyramid.exceptions import ConfigurationError
 from pyramid.interfaces import PHASE0_CONFIG, IExecutionPolicy
 from pyramid.router import default_execution_policy
 
@@ -40,6 +42,17 @@ def set_executor(config: Configurator, executor: Executor) -> None:
         config.registry.registerUtility(AppExecutor(executor=executor), IAppExecutor)
 
     config.action(IAppExecutor, register)
+
+
+def _check_execution_policy(event: ApplicationCreated) -> None:
+    policy = event.app.registry.queryUtility(IExecutionPolicy)
+    if not isinstance(policy, GreenletExecutionPolicy):
+        raise ConfigurationError(
+            f"The execution policy {policy!r} replaced the one aiopyramid_ng installs, so "
+            "requests would not run in request greenlets: it was set after a config.commit() "
+            "that followed config.include('aiopyramid_ng'). Call set_execution_policy() (or "
+            "include the add-on that sets it) before that commit."
+        )
 
 
 def includeme(config: Configurator) -> None:
@@ -85,6 +98,7 @@ def includeme(config: Configurator) -> None:
 
     config.action(None, register_executor, order=PHASE0_CONFIG)
     config.action(None, wrap_execution_policy, order=WRAP_POLICY_ORDER)
+    config.add_subscriber(_check_execution_policy, ApplicationCreated)
     config.include(".debug")
     config.include(".subscribers")
     config.include(".security")

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from pyramid.config import Configurator
+from pyramid.exceptions import ConfigurationError
 from pyramid.interfaces import IExecutionPolicy
 from pyramid.request import Request
 from pyramid.response import Response
@@ -90,8 +91,11 @@ def test_the_execution_policy_is_wrapped_once_whatever_sets_it() -> None:
     app = make_app(with_policy)
     policy = app.registry.getUtility(IExecutionPolicy)
     assert isinstance(policy, GreenletExecutionPolicy)
-    assert policy.policy is custom_policy
-    assert "custom_policy" in repr(policy)
+    chain = [policy]
+    while hasattr(chain[-1], "policy"):
+        chain.append(chain[-1].policy)
+    assert chain[-1] is custom_policy
+    assert sum(isinstance(layer, GreenletExecutionPolicy) for layer in chain) == 1
     assert TestApp(app).get("/shout").json == {"said": "HI"}
     assert calls == ["/shout"]
 
@@ -134,3 +138,15 @@ def test_waitress_serves_coroutine_views_concurrently(waitress_url: str) -> None
         return [response.json() for response in responses]
 
     assert asyncio.run(main()) == [{"said": f"N{n}"} for n in range(60)]
+
+
+def test_an_execution_policy_set_after_the_commit_is_refused() -> None:
+    def late_policy(environ: dict[str, Any], router: Router) -> Any:
+        raise AssertionError("never called")
+
+    config = Configurator()
+    config.include("aiopyramid_ng")
+    config.commit()
+    config.set_execution_policy(late_policy)
+    with pytest.raises(ConfigurationError, match=r"late_policy.*set_execution_policy\(\)"):
+        config.make_wsgi_app()
