@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from time import perf_counter
 from typing import Any
 
 from pyramid.config import Configurator
@@ -55,17 +56,29 @@ def blocking_ms_from_settings(settings: Mapping[str, Any] | None) -> float | Non
 class BlockingReport:
     """Logs the runs of one request's greenlet that exceed ``limit_ms``."""
 
-    __slots__ = ("limit", "request", "view")
+    __slots__ = ("limit", "request", "view", "view_entered")
 
     def __init__(self, limit_ms: float, environ: Environ):
         self.limit = limit_ms / 1000
         self.request = f"{environ.get('REQUEST_METHOD', '')} {environ.get('PATH_INFO', '')}"
         self.view: str | None = None
+        #: When the view was entered (perf_counter), to tell a run that
+        #: blocked in the hooks before the view from one that blocked in it.
+        self.view_entered = 0.0
 
     def __call__(self, seconds: float) -> None:
         if seconds < self.limit:
             return
-        where = f"view: {self.view}" if self.view else "before its view was called"
+        if self.view is None:
+            where = "before its view was called"
+        else:
+            before_view = self.view_entered - (perf_counter() - seconds)
+            where = f"view: {self.view}"
+            if before_view >= self.limit:
+                where = (
+                    f"{before_view * 1000:.0f} ms of it before its view was called, in a tween, "
+                    f"the root factory, traversal or the security policy; then {where}"
+                )
         log.warning(
             "request %s ran %.0f ms on the event loop without waiting (%s); every other "
             "request on this loop waited. Move blocking work to the thread pool "
@@ -86,6 +99,7 @@ def watched_view(view: Any, info: Any) -> Any:
         report = segment_observer.get(None)
         if isinstance(report, BlockingReport):
             report.view = name
+            report.view_entered = perf_counter()
         return view(context, request)
 
     return named_view
