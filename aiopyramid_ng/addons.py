@@ -2,6 +2,8 @@
 
 Included by ``config.include('aiopyramid_ng')``:
 
+* :mod:`~aiopyramid_ng.dbsessions`: an error when requests share a
+  SQLAlchemy session (when SQLAlchemy is installed);
 * :mod:`~aiopyramid_ng.nestedloops`: a clear error for a view that starts an
   event loop of its own on the loop thread;
 * :mod:`~aiopyramid_ng.sessions`: ``async def`` session factories;
@@ -22,5 +24,7 @@ def includeme(config: Configurator) -> None:
     """Include the integrations for the add-ons that are installed."""
     config.include(".nestedloops")
     config.include(".sessions")
+    if find_spec("sqlalchemy") is not None:
+        config.include(".dbsessions")
     if find_spec("transaction") is not None:
         config.include(".transaction")
