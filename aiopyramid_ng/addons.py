@@ -7,6 +7,8 @@ Included by ``config.include('aiopyramid_ng')``:
 * :mod:`~aiopyramid_ng.nestedloops`: a clear error for a view that starts an
   event loop of its own on the loop thread;
 * :mod:`~aiopyramid_ng.sessions`: ``async def`` session factories;
+* :mod:`~aiopyramid_ng.toolbar`: pyramid_debugtoolbar's logging and
+  performance panels for interleaved requests (when it is installed);
 * :mod:`~aiopyramid_ng.transaction`: a transaction per request (when the
   ``transaction`` package is installed).
 """
@@ -28,3 +30,5 @@ def includeme(config: Configurator) -> None:
         config.include(".dbsessions")
     if find_spec("transaction") is not None:
         config.include(".transaction")
+    if find_spec("pyramid_debugtoolbar") is not None:
+        config.include(".toolbar")

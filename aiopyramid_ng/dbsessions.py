@@ -23,9 +23,10 @@ from typing import Any
 
 from pyramid.config import Configurator
 from pyramid.interfaces import IRequest
-from pyramid.threadlocal import manager
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session
+
+from .requestscope import outermost_request
 
 __all__ = ["SharedSessionError", "includeme", "install"]
 
@@ -36,20 +37,12 @@ class SharedSessionError(RuntimeError):
     """A session that belongs to one running request was used by another."""
 
 
-def _current_request() -> IRequest | None:
-    for info in manager.stack:
-        request = info.get("request")
-        if request is not None:
-            return request
-    return None
-
-
 def _describe(request: IRequest) -> str:
     return f"{request.method} {request.path_qs}"
 
 
 def _claim(session: Session, transaction: Any, connection: Any) -> None:
-    request = _current_request()
+    request = outermost_request()
     if request is None:
         return
     claim = weakref.ref(request)
@@ -67,7 +60,7 @@ def _check(session: Session) -> None:
     owner = claim() if claim is not None else None
     if owner is None:
         return
-    current = _current_request()
+    current = outermost_request()
     if current is None or current is owner:
         return
     raise SharedSessionError(
