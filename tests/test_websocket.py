@@ -28,6 +28,7 @@ from aiopyramid_ng.websocket import (
     WebsocketConnectionView,
     WebsocketMapper,
 )
+from aiopyramid_ng.websocket.connection import INBOX_SIZE
 from aiopyramid_ng.websocket.origins import origin_allowed, parse_origins
 
 from .conftest import LeakCheck, make_app
@@ -760,3 +761,84 @@ def test_many_interleaved_connections(served: Served, leak_check: LeakCheck) -> 
     assert run(scenario) == [[f"{n}-{turn}" for turn in range(3)] for n in range(total)]
     counts = served.probe.counts
     assert counts["echo finally"] + counts["sync finally"] == total
+
+
+def test_peer_leaving_interrupts_a_view_waiting_elsewhere(
+    served: Served, leak_check: LeakCheck
+) -> None:
+    async def scenario() -> None:
+        client = Client(served.app, ws_scope("/ws/waiting"))
+        await client.accepted()
+        while not served.probe.counts["waiting"]:
+            await asyncio.sleep(0)
+        await client.disconnect(1001)
+        await client.done()
+        assert client.communicator.future.result() is None  # ended normally, not cancelled
+        leak_check.assert_clean(asyncio.get_running_loop())
+
+    run(scenario)
+    assert served.probe.counts["waiting finally"] == 1
+
+
+def test_reader_stops_while_the_inbox_is_full(served: Served) -> None:
+    async def scenario() -> int:
+        client = Client(served.app, ws_scope("/ws/waiting"))
+        await client.accepted()
+        for number in range(INBOX_SIZE + 5):
+            await client.send_text(str(number))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        unread: int = client.communicator.input_queue.qsize()
+        client.communicator.future.cancel()
+        assert (await client.receive())["code"] == 1001
+        with contextlib.suppress(asyncio.CancelledError):
+            await client.communicator.future
+        return unread
+
+    assert run(scenario) == 5
+
+
+def _daphne_like(app: ASGIApplication) -> Any:
+    """``app`` behind a server that, like daphne, sends only close codes 1000 and 3000-4999."""
+
+    async def served(scope: Any, receive: Any, send: Any) -> None:
+        async def strict_send(message: Message) -> None:
+            code = message.get("code", 1000)
+            if message["type"] == "websocket.close" and code != 1000 and not 3000 <= code < 5000:
+                raise Exception(f"invalid close code {code}")
+            await send(message)
+
+        await app(scope, receive, strict_send)
+
+    return served
+
+
+def test_refused_1011_lets_the_error_reach_the_server(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        client = Client(_daphne_like(served.app), ws_scope("/ws/failing"))
+        await client.accepted()
+        await client.send_text("x")
+        with pytest.raises(ValueError, match="boom x"):
+            await client.communicator.future  # the server closes with 1011 when it sees this
+        assert client.communicator.output_queue.empty()
+
+    with caplog.at_level(logging.ERROR):
+        run(scenario)
+    assert caplog.text.count("ValueError: boom x") == 1
+
+
+def test_refused_1001_closes_with_1000(served: Served) -> None:
+    async def scenario() -> Message:
+        client = Client(_daphne_like(served.app), ws_scope("/ws/waiting"))
+        await client.accepted()
+        while not served.probe.counts["waiting"]:
+            await asyncio.sleep(0)
+        client.communicator.future.cancel()
+        message = await client.receive()
+        with pytest.raises(asyncio.CancelledError):
+            await client.communicator.future
+        return message
+
+    assert run(scenario) == {"type": "websocket.close", "code": 1000}

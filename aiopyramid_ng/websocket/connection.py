@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections import deque
 from typing import Any
 
 from pyramid.request import Request
@@ -36,6 +38,11 @@ __all__ = [
 #: The WSGI environ key holding the :class:`Connection` of a WebSocket handshake.
 ENVIRON_KEY = "aiopyramid_ng.websocket"
 
+#: The name of the Task that receives messages for an accepted connection.
+READER_NAME = "aiopyramid_ng.websocket reader"
+#: Received messages held for a view before the reader stops receiving.
+INBOX_SIZE = 16
+
 #: RFC 6455 close codes this module sends or reports.
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
@@ -44,6 +51,8 @@ ABNORMAL_CLOSURE = 1006
 INTERNAL_ERROR = 1011
 
 Data = str | bytes
+
+logger = logging.getLogger(__name__)
 
 
 class WebsocketClosed(Exception):
@@ -80,6 +89,14 @@ class ConnectionClosedError(RuntimeError):
 class Connection:
     """The ASGI side of one ``websocket`` scope, shared by its Task and request greenlet.
 
+    Once accepted, a reader Task receives from the server on the connection's
+    behalf, so that a peer that leaves is noticed whatever the view is doing:
+    a view waiting in ``recv()`` gets None; a view waiting on anything else
+    (a queue, a sleep) is cancelled where it waits, so its ``finally`` blocks
+    run and the server is not left waiting for it.  The reader stops reading
+    while :data:`INBOX_SIZE` messages wait for the view, so a fast client
+    cannot fill the process's memory.
+
     :param scope: the ASGI scope.
     :param receive: the server's ``receive``, after ``websocket.connect``.
     :param send: the server's ``send``.
@@ -89,19 +106,26 @@ class Connection:
         self.scope = scope
         self._receive = receive
         self._send = send
-        #: The Task serving the connection, cancelled by :meth:`shut_down`.
+        #: The Task serving the connection, cancelled by :meth:`interrupt`.
         self.task: asyncio.Task[Any] | None = None
         self.accepted = False
         self.closed = False
         self.close_code: int | None = None
         self.close_reason = ""
         self.subprotocol: str | None = None
-        #: Set by :meth:`shut_down`: a cancellation of the Task is this module's own.
-        self.shutting_down = False
+        #: Set by :meth:`interrupt`: a cancellation of the Task is this module's own.
+        self.interrupted = False
         #: The view's exception that was already logged and answered with 1011.
         self.reported: BaseException | None = None
-        self._receiving = False
+        #: The server refused to send close code 1011 (see :meth:`close`).
+        self.close_refused = False
         self._replaced = False
+        self._reader: asyncio.Task[None] | None = None
+        self._inbox: deque[Data] = deque()
+        # Resolved by the reader when a message or the end arrives (view side),
+        # and by receive() when the inbox has room again (reader side).
+        self._waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None
 
     @property
     def path(self) -> str:
@@ -124,40 +148,94 @@ class Connection:
         self.close_reason = reason
 
     async def accept(self, subprotocol: str | None) -> None:
-        """Complete the handshake, selecting ``subprotocol`` (or none)."""
+        """Complete the handshake, selecting ``subprotocol`` (or none), and start reading."""
         await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
         self.accepted = True
         self.subprotocol = subprotocol
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read(), name=f"{READER_NAME} {self.path}"
+        )
+
+    async def _read(self) -> None:
+        while True:
+            while len(self._inbox) >= INBOX_SIZE:
+                self._room = asyncio.get_running_loop().create_future()
+                await self._room
+            try:
+                message = await self._receive()
+            except Exception:
+                logger.exception("Receiving from the WebSocket connection to %r failed", self.path)
+                message = {"type": "websocket.disconnect", "code": ABNORMAL_CLOSURE}
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                self._inbox.append(
+                    str(text) if text is not None else bytes(message.get("bytes") or b"")
+                )
+                self._wake()
+            elif kind == "websocket.disconnect":
+                self._peer_left(
+                    int(message.get("code", NO_STATUS_RECEIVED)), message.get("reason") or ""
+                )
+                return
+            else:
+                logger.warning("Ignored the ASGI message %r on a WebSocket connection", kind)
+
+    def _wake(self) -> bool:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+            return True
+        return False
+
+    def _peer_left(self, code: int, reason: str) -> None:
+        if self.closed:
+            return  # the close this side sent, answered
+        self._mark_closed(code, reason)
+        if not self._wake() and self.task is not None and not self.task.done():
+            # The view waits on something else than recv(): end it there.
+            self.interrupt()
+
+    def interrupt(self) -> None:
+        """Cancel the view where it waits; its ``finally`` blocks and ``on_close`` run.
+
+        An open connection then closes with 1001 ("going away").
+        """
+        if self.task is not None and not self.interrupted:
+            self.interrupted = True
+            self.task.cancel()
+
+    async def stop_reading(self) -> None:
+        """Stop the reader Task (when the view has ended)."""
+        reader = self._reader
+        if reader is not None:
+            reader.cancel()
+            # wait() never raises the reader's CancelledError, only this Task's.
+            await asyncio.wait({reader})
 
     async def receive(self) -> Data | None:
         """Wait for the next message; None once the connection is closed.
 
         A peer that disconnects while this waits makes it return None.
         """
-        if self.closed:
+        if not self._inbox and not self.closed:
+            if self._waiter is not None:
+                raise RuntimeError(
+                    f"Two callers wait on recv() of the WebSocket connection to {self.path!r} "
+                    "at once; only one may: messages would go to either at random."
+                )
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if not self._inbox:
             return None
-        if self._receiving:
-            raise RuntimeError(
-                f"Two callers wait on recv() of the WebSocket connection to {self.path!r} at "
-                "once; only one may: messages would go to either at random."
-            )
-        self._receiving = True
-        try:
-            message = await self._receive()
-        finally:
-            self._receiving = False
-        kind = message["type"]
-        if kind == "websocket.receive":
-            text = message.get("text")
-            if text is not None:
-                return str(text)
-            return bytes(message.get("bytes") or b"")
-        if kind == "websocket.disconnect":
-            self._mark_closed(
-                int(message.get("code", NO_STATUS_RECEIVED)), message.get("reason") or ""
-            )
-            return None
-        raise RuntimeError(f"Unexpected ASGI message {kind!r} on a WebSocket connection.")
+        message = self._inbox.popleft()
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+        return message
 
     async def send(self, data: Data) -> None:
         """Send one text (``str``) or binary (``bytes``) message.
@@ -184,13 +262,29 @@ class Connection:
             raise ConnectionClosedError(self) from exc
 
     async def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
-        """Close the connection with ``code``; does nothing if it is closed already."""
+        """Close the connection with ``code``; does nothing if it is closed already.
+
+        A server may refuse some codes: daphne lets applications send only
+        1000 and 3000-4999.  The connection then closes with 1000 instead,
+        except for 1011, which :attr:`close_refused` asks the caller to
+        obtain by letting the view's exception reach the server (every
+        server closes with 1011 when the application fails).
+        """
         if self.closed:
             return
         self._mark_closed(code, reason)
-        # A peer that is gone leaves the connection closed either way.
-        with contextlib.suppress(OSError):
+        try:
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        except OSError:
+            pass  # a peer that is gone leaves the connection closed either way
+        except Exception:
+            if code == INTERNAL_ERROR:
+                self.close_refused = True
+                return
+            logger.debug("The server refused close code %d; closing with 1000", code)
+            self.close_code = NORMAL_CLOSURE
+            with contextlib.suppress(OSError):
+                await self._send({"type": "websocket.close", "code": NORMAL_CLOSURE})
 
     async def respond(self, message: Message) -> None:
         """Send part of the HTTP response the pipeline produced for the handshake.
@@ -225,12 +319,6 @@ class Connection:
         if not self.closed:
             self._mark_closed(NORMAL_CLOSURE, "")
             await self._send({"type": "websocket.close", "code": NORMAL_CLOSURE})
-
-    def shut_down(self) -> None:
-        """Stop an accepted connection: its view unwinds, then it closes with 1001."""
-        if self.accepted and not self.closed and self.task is not None:
-            self.shutting_down = True
-            self.task.cancel()
 
 
 class _Endpoint:

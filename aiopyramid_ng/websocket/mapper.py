@@ -224,7 +224,7 @@ def _serve(handler: Callable[[Any], Any], endpoint: Any, connection: Connection)
             raise
         # Its own peer left while the view was sending: nothing is left to do.
     except asyncio.CancelledError:
-        # The server is stopping (or shut_down() was called): tell the client
+        # The server is stopping, or interrupt() stopped the view: tell the client
         # it is going away; the cancellation goes on unwinding the request.
         await_(connection.close(GOING_AWAY))
         raise

@@ -75,10 +75,10 @@ class OpenConnections:
         Each view is cancelled where it waits, its ``finally`` blocks and
         ``on_close`` run, then the connection closes with 1001.
         """
-        stopping = list(self._open)
+        stopping = [c for c in self._open if c.accepted and not c.closed]
         for connection in stopping:
-            connection.shut_down()
-        tasks = {c.task for c in stopping if c.shutting_down and c.task is not None}
+            connection.interrupt()
+        tasks = {c.task for c in stopping if c.task is not None}
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
 
@@ -144,20 +144,27 @@ async def serve_websocket(app: ASGIApplication, scope: Scope, receive: Receive, 
     try:
         await spawn_greenlet(exchange.run, app.wsgi_app, environ)
     except asyncio.CancelledError:
-        # Only the cancellation of close_all() is absorbed; the server's own
-        # (it is stopping) propagates to it once the view has unwound.
-        if connection.shutting_down and task.uncancel() == 0:
-            logger.debug("Closed the WebSocket connection to %r: shutting down", path)
+        # Only this module's cancellation (close_all(), the peer leaving) is
+        # absorbed; the server's own (it is stopping) propagates to it once
+        # the view has unwound.
+        if connection.interrupted and task.uncancel() == 0:
+            logger.debug(
+                "WebSocket connection to %r interrupted (code %s)", path, connection.close_code
+            )
             return
         raise
     except ClientGone:
         logger.debug("Client left during the WebSocket handshake to %r", path)
     except Exception as exc:
         if exc is connection.reported:
+            if connection.close_refused:
+                raise  # the server closes with 1011 itself when the application fails
             return  # logged, and the connection closed with 1011, by the view's wrapper
         if connection.accepted:
             logger.exception("Error after the WebSocket view for %r ended", path)
             await connection.close(INTERNAL_ERROR)
+            if connection.close_refused:
+                raise
         else:
             logger.exception("Error during the WebSocket handshake to %r", path)
             if not exchange.started:
@@ -170,3 +177,4 @@ async def serve_websocket(app: ASGIApplication, scope: Scope, receive: Receive, 
     finally:
         if tracker is not None:
             tracker.discard(connection)
+        await connection.stop_reading()
