@@ -29,6 +29,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -92,6 +93,10 @@ def serve(scenario: str, variant: str, port: int) -> None:
         access_log=False,
         # The recipe's adapter rejects lifespan scopes.
         lifespan="on" if variant == "aiopyramid_ng" else "off",
+        # Each request in a fresh context: asyncio can leak one request's
+        # context variables into the next task on a kept-alive connection
+        # (python/cpython#140947), which breaks asgiref's thread handling.
+        reset_contextvars=True,
     )
 
 
@@ -173,26 +178,34 @@ def percentile(ordered: Sequence[float], fraction: float) -> float:
 
 
 async def _connection_loop(
-    port: int, stop_at: float, latencies: list[float], errors: list[int]
+    port: int, stop_at: float, timeout: float, latencies: list[float], errors: list[int]
 ) -> None:
     request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     writer = None
     while time.perf_counter() < stop_at:
         try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-            if match is None:
-                raise ValueError("response without Content-Length")
-            await reader.readexactly(int(match.group(1)))
+            # A server that stops answering must not stall the whole run.
+            async with asyncio.timeout(timeout):
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                started = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                if match is None:
+                    raise ValueError("response without Content-Length")
+                await reader.readexactly(int(match.group(1)))
             if head[9:12] == b"200":
                 latencies.append(time.perf_counter() - started)
             else:
                 errors.append(1)
-        except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except (
+            OSError,
+            TimeoutError,
+            ValueError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ):
             errors.append(1)
             if writer is not None:
                 writer.close()
@@ -201,8 +214,12 @@ async def _connection_loop(
         writer.close()
 
 
-def builtin_load(port: int, connections: int, duration: float) -> Result:
-    """Keep ``connections`` keep-alive connections busy for ``duration`` seconds."""
+def builtin_load(port: int, connections: int, duration: float, timeout: float) -> Result:
+    """Keep ``connections`` keep-alive connections busy for ``duration`` seconds.
+
+    A request without a complete answer after ``timeout`` seconds counts as
+    an error and its connection is replaced.
+    """
 
     async def run() -> Result:
         latencies: list[float] = []
@@ -210,7 +227,10 @@ def builtin_load(port: int, connections: int, duration: float) -> Result:
         started = time.perf_counter()
         stop_at = started + duration
         await asyncio.gather(
-            *(_connection_loop(port, stop_at, latencies, errors) for _ in range(connections))
+            *(
+                _connection_loop(port, stop_at, timeout, latencies, errors)
+                for _ in range(connections)
+            )
         )
         elapsed = time.perf_counter() - started
         ordered = sorted(latencies)
@@ -233,10 +253,17 @@ def _wrk_ms(output: str, label: str) -> float:
 
 
 def wrk_load(
-    wrk: str, port: int, connections: int, duration: float, cores: set[int] | None
+    wrk: str, port: int, connections: int, duration: float, timeout: float, cores: set[int] | None
 ) -> Result:
     threads = max(1, min(connections, len(cores) if cores else 1))
-    command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency"]
+    command = [
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        f"--timeout={timeout}s",
+        "--latency",
+    ]
     process = subprocess.Popen(
         [*command, f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True
     )
@@ -277,6 +304,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="connections for the 50 ms scenario",
     )
     parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds before a request counts as failed"
+    )
+    parser.add_argument(
         "--load", choices=("auto", "wrk", "builtin"), default="auto", help="load generator"
     )
     parser.add_argument("--serve", nargs=3, metavar=("SCENARIO", "VARIANT", "PORT"))
@@ -286,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve(scenario, variant, int(port))
         return
 
+    # Stopped with SIGTERM, still stop the servers (the finally clause below).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     wrk = shutil.which("wrk") if args.load != "builtin" else None
     if args.load == "wrk" and wrk is None:
         parser.error("wrk is not installed (apt-get install wrk), use --load builtin")
@@ -296,8 +328,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     def load(server: Server, duration: float) -> Result:
         connections = args.connections if server.scenario == "hello" else args.wait_connections
         if wrk is not None:
-            return wrk_load(wrk, server.port, connections, duration, load_cores)
-        return builtin_load(server.port, connections, duration)
+            return wrk_load(wrk, server.port, connections, duration, args.timeout, load_cores)
+        return builtin_load(server.port, connections, duration, args.timeout)
 
     print(f"load generator: {wrk or 'built-in asyncio'}; ", end="")
     if split:
@@ -318,7 +350,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         for server in servers.values():
             server.process.terminate()
         for server in servers.values():
-            server.process.wait()
+            try:
+                server.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.process.kill()  # a deadlocked server ignores SIGTERM
+                server.process.wait()
     report_server_errors(servers.values())
 
 
