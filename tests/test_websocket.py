@@ -25,10 +25,12 @@ from aiopyramid_ng.types import Message
 from aiopyramid_ng.websocket import (
     ALLOWED_ORIGINS_SETTING,
     IWebsocketConnections,
+    OpenConnections,
     WebsocketConnectionView,
     WebsocketMapper,
 )
 from aiopyramid_ng.websocket.connection import INBOX_SIZE
+from aiopyramid_ng.websocket.mapper import _accepts
 from aiopyramid_ng.websocket.origins import origin_allowed, parse_origins
 
 from .conftest import LeakCheck, make_app
@@ -842,3 +844,158 @@ def test_refused_1001_closes_with_1000(served: Served) -> None:
         return message
 
     assert run(scenario) == {"type": "websocket.close", "code": 1000}
+
+
+def test_connection_state_seen_by_the_view(served: Served) -> None:
+    async def scenario() -> tuple[str, Message]:
+        client = Client(served.app, ws_scope("/ws/state"))
+        await client.accepted()
+        text: str = (await client.receive())["text"]
+        close = await client.receive()
+        await client.done()
+        return text, close
+
+    text, close = run(scenario)
+    assert text == "<WebSocket '/ws/state' open> False websocket ''"
+    assert close == {"type": "websocket.close", "code": 4003, "reason": "done"}
+    assert served.probe.notes == ["<WebSocket '/ws/state' closed 4003> True 4003 'done'"]
+
+
+def test_sync_view_closes_with_its_code(served: Served) -> None:
+    async def scenario() -> Message:
+        client = Client(served.app, ws_scope("/ws/sync-closer"))
+        await client.accepted()
+        message = await client.receive()
+        await client.done()
+        return message
+
+    assert run(scenario) == {"type": "websocket.close", "code": 4004, "reason": "sync"}
+
+
+def test_sending_to_another_closed_connection_is_an_error_of_the_sender(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> Message:
+        first = Client(served.app, ws_scope("/ws/relay"))
+        await first.accepted()
+        await first.disconnect()
+        await first.done()
+        second = Client(served.app, ws_scope("/ws/relay"))
+        await second.accepted()
+        await second.send_text("go")
+        message = await second.receive()
+        await second.done()
+        return message
+
+    with caplog.at_level(logging.ERROR):
+        assert run(scenario)["code"] == 1011
+    assert "ConnectionClosedError: Cannot send on the WebSocket connection" in caplog.text
+
+
+def test_error_after_the_view_ended_is_logged(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> Message:
+        client = Client(served.app, ws_scope("/ws/callback-fails"))
+        await client.accepted()
+        message = await client.receive()
+        await client.done()
+        return message
+
+    with caplog.at_level(logging.ERROR):
+        assert run(scenario)["code"] == 1000
+    assert "Error after the WebSocket view for '/ws/callback-fails' ended" in caplog.text
+    assert "RuntimeError: response callback failure" in caplog.text
+
+
+def test_reader_resumes_once_the_view_reads(served: Served) -> None:
+    async def scenario() -> list[Any]:
+        client = Client(served.app, ws_scope("/ws/open"))
+        await client.accepted()
+        count = 3 * INBOX_SIZE
+        for number in range(count):
+            await client.send_text(str(number))
+        answers = [(await client.receive())["text"] for _ in range(count)]
+        await client.disconnect()
+        await client.done()
+        return answers
+
+    assert run(scenario) == [str(number) for number in range(3 * INBOX_SIZE)]
+
+
+def _scripted(app: ASGIApplication, receive: Any, send: Any, path: str, query: str = "") -> None:
+    asyncio.run(app(ws_scope(path, query=query), receive, send))
+
+
+def test_failing_receive_ends_the_connection_as_1006(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    messages = iter([{"type": "websocket.connect"}, {"type": "websocket.other"}])
+
+    async def receive() -> Message:
+        try:
+            return next(messages)
+        except StopIteration:
+            raise RuntimeError("server receive failed") from None
+
+    async def send(message: Message) -> None:
+        pass
+
+    with caplog.at_level(logging.WARNING):
+        _scripted(served.app, receive, send, "/ws/room", "id=broken-receive")
+    assert "Ignored the ASGI message 'websocket.other'" in caplog.text
+    assert "Receiving from the WebSocket connection to '/ws/room' failed" in caplog.text
+    assert served.probe.calls["broken-receive"] == ["open", "close 1006"]
+
+
+def test_peer_gone_while_sending(served: Served) -> None:
+    connected = asyncio.Event()
+
+    async def scripted() -> None:
+        async def receive() -> Message:
+            if not connected.is_set():
+                connected.set()
+                return {"type": "websocket.connect"}
+            await asyncio.Event().wait()  # the peer never says anything
+            raise AssertionError("unreachable")
+
+        async def send(message: Message) -> None:
+            if message["type"] in ("websocket.send", "websocket.close"):
+                raise OSError("peer gone")  # as uvicorn reports a vanished client
+
+        await served.app(ws_scope("/ws/room", query="id=gone"), receive, send)
+
+    asyncio.run(scripted())
+    # on_open's send found the peer gone: the view ended quietly, on_close ran.
+    assert served.probe.calls["gone"] == ["open", "close 1006"]
+
+
+def test_client_gone_while_refusing(served: Served) -> None:
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Message) -> None:
+        raise OSError("peer gone")
+
+    _scripted(served.app, receive, send, "/ws/echo")  # refused: no X-User
+    assert served.probe.counts["echo open"] == 0
+
+
+def test_wsgi_application_without_registry() -> None:
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"plain"]
+
+    app = make_asgi_app(wsgi_app)
+    assert run(lambda: refusal(app, ws_scope("/anything"))) == (
+        404,
+        b"No WebSocket endpoint at /anything.",
+    )
+
+
+def test_close_all_without_open_connections() -> None:
+    run(OpenConnections().close_all)
+
+
+def test_views_without_a_signature_are_let_through() -> None:
+    assert _accepts(type, 1)  # inspect.signature(type) has none to check

@@ -41,6 +41,9 @@ class Probe:
         #: Callbacks of each Room, by its ``id`` query parameter, in order.
         self.calls: defaultdict[str, list[str]] = defaultdict(list)
         self.errors: list[str] = []
+        self.notes: list[str] = []
+        #: The first connection to ``/ws/relay``, which the next one sends to.
+        self.relay: WebSocket | None = None
         self._events: dict[str, asyncio.Event] = {}
 
     def event(self, name: str) -> asyncio.Event:
@@ -140,6 +143,35 @@ async def late(ws: WebSocket) -> None:
     except Exception as exc:
         probe.errors.append(str(exc))
         raise
+
+
+async def relay(ws: WebSocket) -> None:
+    """The first connection waits; the next one sends to it (closed by then)."""
+    probe = probe_of(ws.request)
+    if probe.relay is None:
+        probe.relay = ws
+        await ws.recv()
+        return
+    await ws.recv()
+    await probe.relay.send("hello")
+
+
+async def state(ws: WebSocket) -> None:
+    await ws.send(f"{ws!r} {ws.closed} {ws.scope['type']} {ws.close_reason!r}")
+    await ws.close(4003, "done")
+    probe_of(ws.request).notes.append(f"{ws!r} {ws.closed} {ws.close_code} {ws.close_reason!r}")
+
+
+def sync_closer(ws: SyncWebSocket) -> None:
+    ws.close(4004, "sync")
+
+
+def _raise_after(request: Request, response: Response) -> None:
+    raise RuntimeError("response callback failure")
+
+
+async def callback_fails(ws: WebSocket) -> None:
+    ws.request.add_response_callback(_raise_after)
 
 
 async def waiting(ws: WebSocket) -> None:
@@ -273,6 +305,10 @@ ROUTES: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("failing", "/ws/failing", failing, WS),
     ("late", "/ws/late", late, WS),
     ("waiting", "/ws/waiting", waiting, WS),
+    ("relay", "/ws/relay", relay, WS),
+    ("state", "/ws/state", state, WS),
+    ("sync_closer", "/ws/sync-closer", sync_closer, WS),
+    ("callback_fails", "/ws/callback-fails", callback_fails, WS),
     ("friends", "/ws/friends", echo, {**WS, "ws_allowed_origins": ["https://friend.example"]}),
     ("room", "/ws/room", Room, {}),
     ("broken", "/ws/broken", BrokenRoom, {}),

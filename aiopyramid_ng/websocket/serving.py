@@ -29,7 +29,7 @@ from ..environ import build_environ
 from ..events import ApplicationShutdown
 from ..exchange import ClientGone, Exchange
 from ..types import Environ, Receive, Scope, Send
-from .connection import ENVIRON_KEY, INTERNAL_ERROR, Connection
+from .connection import ENVIRON_KEY, Connection
 
 if TYPE_CHECKING:
     from ..asgi import ASGIApplication
@@ -161,10 +161,9 @@ async def serve_websocket(app: ASGIApplication, scope: Scope, receive: Receive, 
                 raise  # the server closes with 1011 itself when the application fails
             return  # logged, and the connection closed with 1011, by the view's wrapper
         if connection.accepted:
+            # The view's wrapper closed the connection before returning: this
+            # came later (a response or finished callback, a tween).
             logger.exception("Error after the WebSocket view for %r ended", path)
-            await connection.close(INTERNAL_ERROR)
-            if connection.close_refused:
-                raise
         else:
             logger.exception("Error during the WebSocket handshake to %r", path)
             if not exchange.started:
