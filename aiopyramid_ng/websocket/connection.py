@@ -292,8 +292,9 @@ class Connection:
         ``message`` is ``http.response.start`` or ``http.response.body``.  Once
         the connection was accepted, the view's response is meaningless and
         dropped.  Otherwise it becomes the refusal of the handshake: the
-        response itself where the server offers ``websocket.http.response``,
-        else a close before accepting (the server answers 403).
+        response itself where the server offers ``websocket.http.response``
+        (a 1xx/2xx response, from a view that is not a WebSocket view, becomes
+        a 404), else a close before accepting (the server answers 403).
         """
         if self.accepted or self._replaced:
             return
