@@ -999,3 +999,35 @@ def test_close_all_without_open_connections() -> None:
 
 def test_views_without_a_signature_are_let_through() -> None:
     assert _accepts(type, 1)  # inspect.signature(type) has none to check
+
+
+def test_each_connection_keeps_its_own_request(served: Served, leak_check: LeakCheck) -> None:
+    async def one(number: int) -> list[str]:
+        client = Client(served.app, ws_scope("/ws/info", headers=[("X-User", f"user{number}")]))
+        await client.accepted()
+        await client.receive()
+        answers = []
+        for _ in range(3):
+            answers.append(await client.ask("who"))
+            await asyncio.sleep(0)
+        await client.disconnect()
+        await client.done()
+        return answers
+
+    async def scenario() -> list[list[str]]:
+        results = await asyncio.gather(*(one(n) for n in range(30)))
+        leak_check.assert_clean(asyncio.get_running_loop())
+        return results
+
+    assert run(scenario) == [[f"user{n}"] * 3 for n in range(30)]
+
+
+def test_sync_connection_used_from_a_worker_thread(served: Served) -> None:
+    async def scenario() -> Any:
+        client = Client(served.app, ws_scope("/ws/sync-thread"))
+        await client.accepted()
+        answer = await client.ask("hi")
+        await client.done()
+        return answer
+
+    assert run(scenario) == "thread 'hi'"

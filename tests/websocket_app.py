@@ -23,6 +23,7 @@ from pyramid.security import Allowed, Denied
 from pyramid.threadlocal import get_current_request
 
 from aiopyramid_ng.bridge import RequestGreenlet
+from aiopyramid_ng.helpers import await_, use_executor
 from aiopyramid_ng.websocket import (
     IWebsocketConnections,
     SyncWebSocket,
@@ -118,7 +119,10 @@ async def info(ws: WebSocket) -> None:
         "subpath": list(request.subpath),
     }
     await ws.send(json.dumps(details))
-    await ws.recv()  # stays open until the client closes
+    # Each message is answered with who the current request belongs to, so
+    # interleaved connections can check it stays their own.
+    while await ws.recv() is not None:
+        await ws.send(str(get_current_request().identity))
 
 
 def _stop(code: int) -> None:
@@ -160,6 +164,16 @@ async def state(ws: WebSocket) -> None:
     await ws.send(f"{ws!r} {ws.closed} {ws.scope['type']} {ws.close_reason!r}")
     await ws.close(4003, "done")
     probe_of(ws.request).notes.append(f"{ws!r} {ws.closed} {ws.close_code} {ws.close_reason!r}")
+
+
+@use_executor
+def _from_thread(ws: SyncWebSocket) -> None:
+    ws.send(f"thread {ws.recv()!r}")
+
+
+def sync_via_thread(ws: SyncWebSocket) -> None:
+    """Hands the connection to a worker thread, which receives and sends on it."""
+    await_(_from_thread(ws))
 
 
 def sync_closer(ws: SyncWebSocket) -> None:
@@ -308,6 +322,7 @@ ROUTES: list[tuple[str, str, Any, dict[str, Any]]] = [
     ("relay", "/ws/relay", relay, WS),
     ("state", "/ws/state", state, WS),
     ("sync_closer", "/ws/sync-closer", sync_closer, WS),
+    ("sync_thread", "/ws/sync-thread", sync_via_thread, WS),
     ("callback_fails", "/ws/callback-fails", callback_fails, WS),
     ("friends", "/ws/friends", echo, {**WS, "ws_allowed_origins": ["https://friend.example"]}),
     ("room", "/ws/room", Room, {}),
