@@ -105,7 +105,9 @@ def _text(value: str) -> str:
 def _one_of(choices: Mapping[str, object], *, import_path: bool = False) -> Callable[[str], str]:
     def convert(value: str) -> str:
         value = value.strip()
-        if value in choices or (import_path and ":" in value):
+        if value.lower() in choices:
+            return value.lower()
+        if import_path and ":" in value:
             return value
         raise ValueError(value)
 

@@ -193,7 +193,7 @@ def test_options_convert_to_the_server_types() -> None:
         "uvicorn",
         {
             "listen": "127.0.0.1:1",
-            "log_level": "warning",
+            "log_level": "WARNING",
             "proxy_headers": "Off",
             "forwarded_allow_ips": " 10.0.0.1,10.0.0.2 ",
             "root_path": "/app",
