@@ -44,17 +44,6 @@ def set_executor(config: Configurator, executor: Executor) -> None:
     config.action(IAppExecutor, register)
 
 
-def _check_execution_policy(event: ApplicationCreated) -> None:
-    policy = event.app.registry.queryUtility(IExecutionPolicy)
-    if not isinstance(policy, GreenletExecutionPolicy):
-        raise ConfigurationError(
-            f"The execution policy {policy!r} replaced the one aiopyramid_ng installs, so "
-            "requests would not run in request greenlets: it was set after a config.commit() "
-            "that followed config.include('aiopyramid_ng'). Call set_execution_policy() (or "
-            "include the add-on that sets it) before that commit."
-        )
-
-
 def includeme(config: Configurator) -> None:
     """Set up aiopyramid_ng for the application being configured.
 
@@ -98,7 +87,18 @@ def includeme(config: Configurator) -> None:
 
     config.action(None, register_executor, order=PHASE0_CONFIG)
     config.action(None, wrap_execution_policy, order=WRAP_POLICY_ORDER)
-    config.add_subscriber(_check_execution_policy, ApplicationCreated)
+
+    def check_execution_policy(event: ApplicationCreated) -> None:
+        policy = registry.queryUtility(IExecutionPolicy)
+        if not isinstance(policy, GreenletExecutionPolicy):
+            raise ConfigurationError(
+                f"The execution policy {policy!r} replaced the one aiopyramid_ng installs, so "
+                "requests would not run in request greenlets: it was set after a "
+                "config.commit() that followed config.include('aiopyramid_ng'). Call "
+                "set_execution_policy() (or include the add-on that sets it) before that commit."
+            )
+
+    config.add_subscriber(check_execution_policy, ApplicationCreated)
     config.include(".debug")
     config.include(".subscribers")
     config.include(".security")
