@@ -13,6 +13,7 @@ import hello
 import httpx
 import pytest
 import uvicorn
+from websockets.asyncio.client import connect
 
 from aiopyramid_ng.asgi import ASGIApplication, make_asgi_app
 from aiopyramid_ng.testing import TestApp
@@ -132,7 +133,7 @@ def server() -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     host, port = sock.getsockname()
-    config = uvicorn.Config(hello_app(), log_config=None, ws="none", lifespan="on")
+    config = uvicorn.Config(hello_app(), log_config=None, lifespan="on")
     uvicorn_server = uvicorn.Server(config)
     thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]})
     thread.start()
@@ -208,3 +209,30 @@ def test_interleaved_requests_with_clients_leaving_streams(server: str) -> None:
     assert all(re.match(r"id: 0\n", first) for first in firsts)
     assert [response.status_code for response in responses] == [200, 200, 404] * 15
     wait_for(lambda: len(request_greenlets()) <= baseline, "the streams to be cancelled")
+
+
+def test_websocket_echo_with_interleaved_clients(server: str) -> None:
+    baseline = len(request_greenlets())
+    url = server.replace("http", "ws", 1) + "/ws/echo"
+
+    async def talk(number: int) -> list[str]:
+        async with connect(url) as websocket:
+            replies = []
+            for turn in range(3):
+                await websocket.send(f"{number}.{turn}")
+                replies.append(await websocket.recv())
+            return replies
+
+    async def leave_abruptly() -> None:
+        websocket = await connect(url)
+        await websocket.send("bye")
+        assert await websocket.recv() == "bye"
+        websocket.transport.abort()  # no closing handshake
+
+    async def everyone() -> list[list[str]]:
+        talks = asyncio.gather(*(talk(number) for number in range(20)))
+        await asyncio.gather(*(leave_abruptly() for _ in range(5)))
+        return await talks
+
+    assert asyncio.run(everyone()) == [[f"{n}.{t}" for t in range(3)] for n in range(20)]
+    wait_for(lambda: len(request_greenlets()) <= baseline, "the connections to be released")

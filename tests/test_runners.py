@@ -23,6 +23,7 @@ import coverage
 import httpx
 import pytest
 from pyramid.exceptions import ConfigurationError
+from websockets.asyncio.client import connect
 
 from aiopyramid_ng.asgi import ASGIApplication
 from aiopyramid_ng.runners import (
@@ -369,6 +370,21 @@ def test_runner_survives_a_client_leaving_a_stream(runner: Runner) -> None:
         assert first.startswith("id: 0\n")
     # The stream's second event was a minute away: leaving cancelled it.
     assert httpx.get(runner.url + "/").status_code == 200
+
+
+def test_runner_serves_websockets(runner: Runner) -> None:
+    async def talk(number: int) -> list[str]:
+        async with connect(runner.url.replace("http", "ws", 1) + "/ws/echo") as websocket:
+            replies = []
+            for word in ("one", "two"):
+                await websocket.send(f"{word} {number}")
+                replies.append(await websocket.recv())
+            return replies
+
+    async def talk_at_once() -> list[list[str]]:
+        return await asyncio.gather(*(talk(number) for number in range(10)))
+
+    assert asyncio.run(talk_at_once()) == [[f"one {n}", f"two {n}"] for n in range(10)]
 
 
 def test_bad_option_stops_pserve_with_a_clear_message(tmp_path: Path) -> None:

@@ -22,5 +22,6 @@ def main(global_config: dict[str, Any], **settings: Any) -> Router:
         config.add_route("events", "/events")
         config.add_route("notes", "/api/notes")
         config.add_route("form", "/form")
+        config.add_route("echo", "/ws/echo")
         config.scan(".views")
     return config.make_wsgi_app()

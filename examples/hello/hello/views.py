@@ -1,4 +1,4 @@
-"""The views: coroutine views, a blocking view, a stream, a JSON API and a form."""
+"""The views: coroutine views, a blocking view, a stream, a JSON API, a form, a WebSocket."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pyramid.response import Response
 from pyramid.view import notfound_view_config, view_config
 
 from aiopyramid_ng.helpers import synchronize
+from aiopyramid_ng.websocket import WebSocket, WebsocketMapper
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,13 @@ def submit_form(request: Request) -> Response:
         return Response(_form_page(name, age, errors), status=400)
     greeting = f"<p>Hello, {html.escape(name)}! You are {int(age)}.</p>"
     return Response(f"<!DOCTYPE html><html><body>{greeting}</body></html>")
+
+
+@view_config(route_name="echo", mapper=WebsocketMapper)
+async def echo(ws: WebSocket) -> None:
+    """A WebSocket view: sends every message back until the client closes."""
+    while (message := await ws.recv()) is not None:
+        await ws.send(message)
 
 
 @notfound_view_config(renderer="json")
