@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from tempfile import SpooledTemporaryFile
 from typing import IO, Any
 
-from pyramid.exceptions import ConfigurationError
-
+from .settings import positive_setting
 from .types import Receive
 
 __all__ = [
@@ -45,17 +44,14 @@ class ClientDisconnected(Exception):
 
 def max_body_size_from_settings(settings: Mapping[str, Any] | None) -> int:
     """Read and check ``aiopyramid_ng.max_body_size`` (bytes, a positive whole number)."""
-    raw = (settings or {}).get(MAX_BODY_SIZE_SETTING, DEFAULT_MAX_BODY_SIZE)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        value = 0
-    if value < 1:
-        raise ConfigurationError(
-            f"{MAX_BODY_SIZE_SETTING} = {raw!r} is not a positive whole number of bytes; set "
-            f"it to the largest request body to accept (default {DEFAULT_MAX_BODY_SIZE})."
-        )
-    return value
+    return positive_setting(
+        settings,
+        MAX_BODY_SIZE_SETTING,
+        DEFAULT_MAX_BODY_SIZE,
+        int,
+        "set it to the largest request body to accept, in bytes "
+        f"(default {DEFAULT_MAX_BODY_SIZE}).",
+    )
 
 
 async def read_body(receive: Receive, limit: int) -> tuple[IO[bytes], int]:

@@ -21,11 +21,11 @@ from time import perf_counter
 from typing import Any
 
 from pyramid.config import Configurator
-from pyramid.exceptions import ConfigurationError
 from pyramid.interfaces import IRequest
 from pyramid.util import object_description
 
 from .bridge import segment_observer, time_segments
+from .settings import positive_setting
 from .types import Environ
 
 __all__ = ["BLOCKING_SETTING", "BlockingReport", "blocking_ms_from_settings", "includeme"]
@@ -40,17 +40,14 @@ def blocking_ms_from_settings(settings: Mapping[str, Any] | None) -> float | Non
     raw = (settings or {}).get(BLOCKING_SETTING)
     if raw is None or str(raw).strip() == "":
         return None
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        value = -1.0
-    if value <= 0:
-        raise ConfigurationError(
-            f"The setting {BLOCKING_SETTING} = {raw!r} is not a positive number of "
-            "milliseconds; set it to the longest run on the event loop to tolerate (say 100), "
-            "or remove it to turn the blocking detector off."
-        )
-    return value
+    return positive_setting(
+        settings,
+        BLOCKING_SETTING,
+        0.0,
+        float,
+        "set it to the longest run on the event loop to tolerate, in milliseconds (say 100), "
+        "or remove it to turn the blocking detector off.",
+    )
 
 
 class BlockingReport:

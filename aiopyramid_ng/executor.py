@@ -20,12 +20,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
-from pyramid.exceptions import ConfigurationError
 from pyramid.threadlocal import get_current_registry
 from zope.interface import implementer
 
 from .bridge import await_, bind_loop, spawn_greenlet
 from .interfaces import IAppExecutor
+from .settings import positive_setting
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
@@ -48,17 +48,13 @@ DEFAULT_MAX_WORKERS = min(32, (os.cpu_count() or 1) + 4)
 
 def max_workers_from_settings(settings: Mapping[str, Any] | None) -> int:
     """Read and check ``aiopyramid_ng.executor.max_workers``."""
-    raw = (settings or {}).get(MAX_WORKERS_SETTING, DEFAULT_MAX_WORKERS)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        value = 0
-    if value < 1:
-        raise ConfigurationError(
-            f"The setting {MAX_WORKERS_SETTING} = {raw!r} is not a positive whole number; "
-            f"set it to the number of threads for blocking views (default {DEFAULT_MAX_WORKERS})."
-        )
-    return value
+    return positive_setting(
+        settings,
+        MAX_WORKERS_SETTING,
+        DEFAULT_MAX_WORKERS,
+        int,
+        f"set it to the number of threads for blocking views (default {DEFAULT_MAX_WORKERS}).",
+    )
 
 
 @implementer(IAppExecutor)
