@@ -9,11 +9,8 @@ Whatever happened inside the server is read back from ``/stats``.
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +22,10 @@ import websockets
 from websockets.exceptions import InvalidStatus
 
 from .asgi_support import FILE_CONTENT, SERVER_MAX_BODY_SIZE
+from .servers import HOST, PATIENCE, accepts_connections, free_port, serving, wait_until
 
-HOST = "127.0.0.1"
 ROOT_PATH = "/prefix"
 REPO = Path(__file__).resolve().parent.parent
-#: Upper bound for waiting on the server; hit only if something hangs.
-PATIENCE = 30.0
 
 
 def _command(name: str, port: int) -> list[str]:
@@ -54,13 +49,6 @@ def _command(name: str, port: int) -> list[str]:
     if name == "hypercorn":
         return ["-m", "hypercorn", app, "--bind", f"{HOST}:{port}", "--root-path", ROOT_PATH]
     return ["-m", "daphne", "-b", HOST, "-p", str(port), "--root-path", ROOT_PATH, app]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -91,14 +79,7 @@ class Server:
 
     def wait_for(self, condition: Callable[[dict[str, int]], bool]) -> dict[str, int]:
         """Poll ``/stats`` until ``condition(counts)`` holds."""
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            counts = self.counts()
-            if condition(counts):
-                return counts
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition never held; counts: {counts}")
-            time.sleep(0.02)
+        return wait_until(self.counts, "a condition on the counts", condition)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -109,34 +90,13 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     directory = tmp_path_factory.mktemp(request.param)
-    port = _free_port()
+    port = free_port()
     log = directory / "server.log"
     server = Server(request.param, port, directory, log)
     env = {"ASGI_TESTS_DIR": str(directory), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, *_command(request.param, port)],
-            cwd=REPO,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            try:
-                socket.create_connection((HOST, port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{request.param} did not start:\n{log.read_text()}"
-                    ) from None
-                time.sleep(0.05)
+    argv = [sys.executable, *_command(request.param, port)]
+    with serving(argv, log, accepts_connections(port), env=env, cwd=REPO):
         yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=PATIENCE)
     if server.lifespan:
         # The shutdown subscriber ran (in the server process) before it exited.
         assert (directory / "shutdown").read_text() == "shutdown", log.read_text()

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import hello
 import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect
 
 from aiopyramid_ng.asgi import ASGIApplication, make_asgi_app
 from aiopyramid_ng.testing import TestApp
 
 from .conftest import request_greenlets
-
-#: Bounds every wait on the server, so a broken one fails the test instead of hanging it.
-PATIENCE = 30.0
+from .servers import uvicorn_thread, wait_until
 
 
 def hello_app() -> ASGIApplication:
@@ -35,15 +30,6 @@ def parse_events(text: str) -> list[dict[str, str]]:
         if block:
             events.append(dict(line.split(": ", 1) for line in block.splitlines()))
     return events
-
-
-def wait_for(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    pytest.fail(f"gave up waiting for {what}")
 
 
 # --- in-process, through aiopyramid_ng.testing.TestApp ---------------------------------------
@@ -130,22 +116,8 @@ def test_not_found(app: TestApp) -> None:
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """Serve the example with uvicorn in a thread; yield its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    host, port = sock.getsockname()
-    config = uvicorn.Config(hello_app(), log_config=None, lifespan="on")
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]})
-    thread.start()
-    try:
-        wait_for(lambda: uvicorn_server.started or not thread.is_alive(), "uvicorn to start")
-        assert uvicorn_server.started
-        yield f"http://{host}:{port}"
-    finally:
-        uvicorn_server.should_exit = True
-        thread.join(PATIENCE)
-        sock.close()
-    assert not thread.is_alive()
+    with uvicorn_thread(hello_app()) as url:
+        yield url
 
 
 def test_served_routes(server: str) -> None:
@@ -168,7 +140,7 @@ def test_events_arrive_one_by_one(server: str) -> None:
                 break
     assert parse_events(received) == [{"id": "0", "data": '{"n": 0, "of": 2}'}]
     # Leaving the stream cancels it: its request greenlet finishes.
-    wait_for(lambda: len(request_greenlets()) <= baseline, "the stream to be cancelled")
+    wait_until(lambda: len(request_greenlets()) <= baseline, "the stream to be cancelled")
 
 
 def test_notes_api_keeps_every_one_of_100_concurrent_posts(server: str) -> None:
@@ -208,7 +180,7 @@ def test_interleaved_requests_with_clients_leaving_streams(server: str) -> None:
     firsts, responses = asyncio.run(mix())
     assert all(re.match(r"id: 0\n", first) for first in firsts)
     assert [response.status_code for response in responses] == [200, 200, 404] * 15
-    wait_for(lambda: len(request_greenlets()) <= baseline, "the streams to be cancelled")
+    wait_until(lambda: len(request_greenlets()) <= baseline, "the streams to be cancelled")
 
 
 def test_websocket_echo_with_interleaved_clients(server: str) -> None:
@@ -235,4 +207,4 @@ def test_websocket_echo_with_interleaved_clients(server: str) -> None:
         return await talks
 
     assert asyncio.run(everyone()) == [[f"{n}.{t}" for t in range(3)] for n in range(20)]
-    wait_for(lambda: len(request_greenlets()) <= baseline, "the connections to be released")
+    wait_until(lambda: len(request_greenlets()) <= baseline, "the connections to be released")

@@ -12,11 +12,11 @@ import copy
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import coverage
@@ -37,19 +37,14 @@ from aiopyramid_ng.runners import (
     uvicorn_options,
 )
 
+from .servers import HOST, free_port, serving
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
 BIN = Path(sys.executable).parent
 #: A format no server uses on its own: a line in it went through the ini's logging.
 LOG_FORMAT = "ini-format %(levelname)s [%(name)s] %(message)s"
 #: Bounds the waits for a subprocess, so a broken server fails the test instead of hanging it.
 PATIENCE = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def child_coverage_env() -> dict[str, str]:
@@ -102,17 +97,9 @@ format = {LOG_FORMAT}
 class ServerProcess:
     """A server command running in its own process group, its output in a file."""
 
-    def __init__(self, args: list[str], directory: Path, env: dict[str, str] | None = None):
-        self.log_path = directory / "output.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                args,
-                cwd=directory,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path):
+        self.process = process
+        self.log_path = log_path
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -127,28 +114,43 @@ class ServerProcess:
             time.sleep(0.05)
         pytest.fail(f"gave up waiting for {what}:\n{self.output()}")
 
-    def wait_serving(self, url: str) -> None:
-        def answers() -> bool:
-            try:
-                return httpx.get(url, timeout=5).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        self.wait_until(answers, f"{url} to answer")
-
     def wait_for_output(self, text: str) -> None:
         self.wait_until(lambda: text in self.output(), repr(text))
 
-    def stop(self) -> int:
-        """Interrupt the whole process group (Ctrl+C), kill it if it lingers; return the status."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=PATIENCE)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
+
+def answers(url: str) -> Callable[[], bool]:
+    """A readiness check: does ``url`` answer 200 now?"""
+
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    return check
+
+
+@contextmanager
+def server_process(
+    args: list[str], directory: Path, url: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """Run ``args`` in ``directory`` for the block, which starts once ``url`` answers 200.
+
+    On the way out its whole process group is interrupted (Ctrl+C); its exit
+    status is then ``process.returncode``.
+    """
+    log_path = directory / "output.log"
+    with serving(
+        args,
+        log_path,
+        answers(url),
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        cwd=directory,
+        group=True,
+        stop_signal=signal.SIGINT,
+        patience=PATIENCE,
+    ) as process:
+        yield ServerProcess(process, log_path)
 
 
 # --- option parsing -------------------------------------------------------------------------
@@ -322,14 +324,11 @@ def runner(
         directory,
         f"use = egg:aiopyramid_ng#{name}\nlisten = 127.0.0.1:{port}\n{OPTIONS[name]}",
     )
-    process = ServerProcess([str(BIN / "pserve"), str(ini)], directory, env=child_coverage_env())
-    try:
-        url = f"http://127.0.0.1:{port}"
-        process.wait_serving(url + "/")
+    url = f"http://{HOST}:{port}"
+    pserve = [str(BIN / "pserve"), str(ini)]
+    with server_process(pserve, directory, url + "/", env=child_coverage_env()) as process:
         yield Runner(name, process, url)
-    finally:
-        status = process.stop()
-    assert status == 0, process.output()
+    assert process.process.returncode == 0, process.output()
 
 
 def test_runner_serves_the_app(runner: Runner) -> None:
@@ -421,12 +420,9 @@ def test_pserve_reload_restarts_the_server_on_a_code_change(tmp_path: Path) -> N
         f"use = egg:aiopyramid_ng#uvicorn\nlisten = 127.0.0.1:{port}",
         app_use="call:reloadable:main",
     )
-    process = ServerProcess(
-        [str(BIN / "pserve"), "--reload", str(ini)], tmp_path, env={"PYTHONPATH": str(tmp_path)}
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        process.wait_serving(url)
+    url = f"http://{HOST}:{port}/"
+    pserve = [str(BIN / "pserve"), "--reload", str(ini)]
+    with server_process(pserve, tmp_path, url, env={"PYTHONPATH": str(tmp_path)}) as process:
         assert httpx.get(url).text == "first"
 
         def reloaded() -> bool:
@@ -441,8 +437,6 @@ def test_pserve_reload_restarts_the_server_on_a_code_change(tmp_path: Path) -> N
             return False
 
         process.wait_until(reloaded, "the reloaded application")
-    finally:
-        process.stop()
     assert "Uvicorn running on" in process.output()
 
 
@@ -456,20 +450,16 @@ def worker_pids(master: int) -> set[int]:
 
 def test_gunicorn_serves_the_example_with_uvicorn_workers(tmp_path: Path) -> None:
     port = free_port()
-    process = ServerProcess(
-        [
-            str(BIN / "gunicorn"),
-            "hello.asgi:app",
-            "--workers=2",
-            "--worker-class=uvicorn_worker.UvicornWorker",
-            f"--bind=127.0.0.1:{port}",
-        ],
-        tmp_path,
-        env={"HELLO_INI": str(EXAMPLE / "production.ini")},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        process.wait_serving(url + "/")
+    url = f"http://{HOST}:{port}"
+    gunicorn = [
+        str(BIN / "gunicorn"),
+        "hello.asgi:app",
+        "--workers=2",
+        "--worker-class=uvicorn_worker.UvicornWorker",
+        f"--bind={HOST}:{port}",
+    ]
+    env = {"HELLO_INI": str(EXAMPLE / "production.ini")}
+    with server_process(gunicorn, tmp_path, url + "/", env=env) as process:
         process.wait_until(lambda: len(worker_pids(process.process.pid)) == 2, "two workers")
 
         async def load() -> list[httpx.Response]:
@@ -481,5 +471,3 @@ def test_gunicorn_serves_the_example_with_uvicorn_workers(tmp_path: Path) -> Non
         assert {response.json()["pid"] for response in responses} <= worker_pids(
             process.process.pid
         )
-    finally:
-        process.stop()

@@ -7,14 +7,11 @@ the in-process ASGI TestApp.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pyramid.authorization import Allow, Authenticated, Everyone
 from pyramid.config import Configurator
 from pyramid.request import Request
@@ -31,6 +28,7 @@ from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.traversal import AsyncTraverser
 
 from .conftest import LeakCheck, make_app
+from .servers import uvicorn_thread
 
 USERS = [f"user{n}" for n in range(10)]
 
@@ -210,24 +208,8 @@ def server_url() -> Iterator[str]:
         config.include("aiopyramid_ng")
         setup(config)
         asgi = config.make_asgi_app()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(asgi, log_config=None, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        threading.Event().wait(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with uvicorn_thread(asgi, log_level="warning") as url:
+        yield url
 
 
 def test_200_concurrent_users_over_uvicorn(server_url: str) -> None:

@@ -8,10 +8,7 @@ in the test summary, only where that browser is absent.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +24,9 @@ if not CHROMIUM.exists():
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
+from .servers import HOST, PATIENCE, accepts_connections, free_port, serving  # noqa: E402
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chat"
-HOST = "127.0.0.1"
-PATIENCE = 30.0
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -42,42 +39,17 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def chat_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     directory = tmp_path_factory.mktemp("chat")
     ini = directory / "development.ini"
     shipped = (EXAMPLE / "development.ini").read_text()
     assert "listen = 127.0.0.1:6544" in shipped
     ini.write_text(shipped.replace("listen = 127.0.0.1:6544", f"listen = {HOST}:{port}"))
-    log = directory / "pserve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "pserve"), str(ini)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            try:
-                socket.create_connection((HOST, port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"pserve did not start:\n{log.read_text()}") from None
-                time.sleep(0.05)
+    pserve = str(Path(sys.executable).parent / "pserve")
+    with serving([pserve, str(ini)], directory / "pserve.log", accepts_connections(port)):
         yield f"http://{HOST}:{port}/"
-    finally:
-        process.terminate()
-        process.wait(timeout=PATIENCE)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .websocket_servers import HOST, PATIENCE, SERVERS, WsServer, running
+from .servers import HOST, PATIENCE
+from .websocket_servers import SERVERS, WsServer, running
 
 
 @pytest.fixture(scope="module", params=SERVERS)

@@ -26,7 +26,8 @@ from collections.abc import Iterator
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from .websocket_servers import PATIENCE, SERVERS, WsServer, running
+from .servers import PATIENCE
+from .websocket_servers import SERVERS, WsServer, running
 
 CLOSE_CODES = {"uvicorn": 1012, "hypercorn": 1001, "daphne": 1006}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +23,7 @@ from aiopyramid_ng.helpers import synchronize
 from aiopyramid_ng.wsgi import GreenletExecutionPolicy
 
 from .conftest import make_app
+from .servers import HOST, free_port
 
 queues: dict[asyncio.AbstractEventLoop, asyncio.Queue[str]] = {}
 
@@ -110,20 +110,14 @@ def test_calling_the_wsgi_app_from_a_running_loop_is_a_clear_error(app: Router) 
     asyncio.run(main())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def waitress_url(app: Router) -> Iterator[str]:
-    port = _free_port()
-    server = create_server(app, host="127.0.0.1", port=port, threads=4)
+    port = free_port()
+    server = create_server(app, host=HOST, port=port, threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{HOST}:{port}"
     finally:
         server.close()
         thread.join(5)

@@ -8,11 +8,8 @@ is read back from its ``/stats`` view.
 from __future__ import annotations
 
 import resource
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,19 +19,11 @@ from typing import Any
 import httpx
 import websockets
 
-HOST = "127.0.0.1"
+from .servers import HOST, PATIENCE, accepts_connections, free_port, serving, stop, wait_until
+
 REPO = Path(__file__).resolve().parent.parent
 SERVERS = ["uvicorn", "hypercorn", "daphne"]
-#: Upper bound for waiting on the server; reached only if something hangs.
-PATIENCE = 30.0
 APP = "tests.websocket_server_app:app"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def command(name: str, port: int) -> list[str]:
@@ -80,25 +69,13 @@ class WsServer:
 
     def wait_for(self, condition: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """Poll ``/stats`` until ``condition(stats)`` holds."""
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            stats = self.stats()
-            if condition(stats):
-                return stats
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition never held; stats: {stats}")
-            time.sleep(0.02)
+        return wait_until(self.stats, "a condition on the stats", condition)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
     def wait_for_log(self, text: str) -> str:
-        deadline = time.monotonic() + PATIENCE
-        while text not in (log := self.log_text()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} never logged:\n{log}")
-            time.sleep(0.02)
-        return log
+        return wait_until(self.log_text, f"{text!r} to be logged", lambda log: text in log)
 
     def rss_kib(self) -> int:
         """Resident memory of the server process, in KiB."""
@@ -109,14 +86,7 @@ class WsServer:
 
     def stop(self) -> int:
         """SIGTERM the server and wait for it to exit; return its exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=PATIENCE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"{self.name} did not stop:\n{self.log_text()}") from None
+        return stop(self.process, self.log)
 
 
 @contextmanager
@@ -125,25 +95,6 @@ def running(name: str, directory: Path) -> Iterator[WsServer]:
     port = free_port()
     log = directory / "server.log"
     env = {"WS_TESTS_DIR": str(directory), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, *command(name, port)],
-            cwd=REPO,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    server = WsServer(name, port, process, directory, log)
-    try:
-        deadline = time.monotonic() + PATIENCE
-        while True:
-            try:
-                socket.create_connection((HOST, port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} did not start:\n{log.read_text()}") from None
-                time.sleep(0.05)
-        yield server
-    finally:
-        server.stop()
+    argv = [sys.executable, *command(name, port)]
+    with serving(argv, log, accepts_connections(port), env=env, cwd=REPO) as process:
+        yield WsServer(name, port, process, directory, log)
