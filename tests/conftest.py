@@ -26,6 +26,16 @@ def make_app(setup: Callable[[Configurator], None], **settings: Any) -> Router:
         return config.make_wsgi_app()
 
 
+def make_one_view_app(view: Callable[..., Any], **settings: Any) -> Router:
+    """Build an application, as :func:`make_app` does, that serves ``view`` alone at ``/``."""
+
+    def setup(config: Configurator) -> None:
+        config.add_route("view", "/")
+        config.add_view(view, route_name="view")
+
+    return make_app(setup, **settings)
+
+
 async def get_response(app: Router, path: str = "/", **kwargs: Any) -> Any:
     """Call ``app`` as the ASGI adapter does: inside a request greenlet on this loop."""
     request = Request.blank(path, **kwargs)

@@ -23,7 +23,7 @@ from aiopyramid_ng.executor import DEFAULT_MAX_WORKERS, AppExecutor, run_in_thre
 from aiopyramid_ng.helpers import spawn_greenlet, synchronize, use_executor
 from aiopyramid_ng.interfaces import IAppExecutor
 
-from .conftest import LeakCheck, get_response, make_app
+from .conftest import LeakCheck, get_response, make_app, make_one_view_app
 
 
 @synchronize
@@ -136,11 +136,7 @@ def _executor_app(max_workers: int) -> Any:
         name = fetch(request)
         return Response(f"{name} in {threading.current_thread().name}")
 
-    def setup(config: Configurator) -> None:
-        config.add_route("blocking", "/")
-        config.add_view(blocking, route_name="blocking")
-
-    return make_app(setup, **{"aiopyramid_ng.executor.max_workers": str(max_workers)})
+    return make_one_view_app(blocking, **{"aiopyramid_ng.executor.max_workers": str(max_workers)})
 
 
 def test_synchronize_from_an_executor_thread_with_a_one_thread_pool() -> None:
@@ -164,11 +160,7 @@ def test_use_executor_copies_the_context_and_uses_the_app_pool() -> None:
         same, thread = await blocking_lookup(request)
         return Response(f"{same} {thread}")
 
-    def setup(config: Configurator) -> None:
-        config.add_route("view", "/")
-        config.add_view(view, route_name="view")
-
-    app = make_app(setup, **{"aiopyramid_ng.executor.max_workers": "2"})
+    app = make_one_view_app(view, **{"aiopyramid_ng.executor.max_workers": "2"})
     assert TestApp(app).get("/").text.startswith("True aiopyramid_ng_")
 
 
@@ -280,11 +272,7 @@ def test_cancelling_a_request_whose_view_runs_in_a_thread() -> None:
         order.append("view done")
         return Response("never sent")
 
-    def setup(config: Configurator) -> None:
-        config.add_route("blocking", "/")
-        config.add_view(blocking, route_name="blocking")
-
-    app = make_app(setup)
+    app = make_one_view_app(blocking)
 
     async def main() -> None:
         check = LeakCheck()
@@ -315,11 +303,7 @@ def test_cancelling_an_awaiting_view_runs_its_finally_and_callbacks_once() -> No
             order.append("finally")
         return Response("never sent")
 
-    def setup(config: Configurator) -> None:
-        config.add_route("waiting", "/")
-        config.add_view(waiting, route_name="waiting")
-
-    app = make_app(setup)
+    app = make_one_view_app(waiting)
 
     async def main() -> None:
         check = LeakCheck()
@@ -400,11 +384,7 @@ def test_executor_work_from_a_coroutine_a_blocked_worker_waits_for() -> None:
     def view(request: Request) -> Response:
         return Response(mixed(int(request.params["n"])))
 
-    def setup(config: Configurator) -> None:
-        config.add_route("view", "/")
-        config.add_view(view, route_name="view")
-
-    app = make_app(setup, **{"aiopyramid_ng.executor.max_workers": "1"})
+    app = make_one_view_app(view, **{"aiopyramid_ng.executor.max_workers": "1"})
 
     async def main() -> list[str]:
         responses = await asyncio.gather(*(get_response(app, f"/?n={n}") for n in range(10)))
@@ -437,11 +417,7 @@ def test_cancelling_a_request_cancels_what_its_thread_waits_for() -> None:
             raise
         return Response("never sent")
 
-    def setup(config: Configurator) -> None:
-        config.add_route("blocking", "/")
-        config.add_view(blocking, route_name="blocking")
-
-    app = make_app(setup)
+    app = make_one_view_app(blocking)
 
     async def main() -> None:
         check = LeakCheck()

@@ -18,7 +18,7 @@ from aiopyramid_ng.bridge import in_bridge
 from aiopyramid_ng.helpers import await_, synchronize
 from aiopyramid_ng.interfaces import IAppExecutor
 
-from .conftest import LeakCheck, get_response, make_app
+from .conftest import LeakCheck, get_response, make_app, make_one_view_app
 
 CONCURRENT = 20
 
@@ -120,10 +120,6 @@ def test_a_plain_view_response_in_executor_pipeline_mode() -> None:
     def hello(request: Request) -> Response:
         return Response(place())
 
-    def setup(config: Configurator) -> None:
-        config.add_route("hello", "/")
-        config.add_view(hello, route_name="hello")
-
-    app = make_app(setup, **{"aiopyramid_ng.pipeline": " executor "})
+    app = make_one_view_app(hello, **{"aiopyramid_ng.pipeline": " executor "})
     assert TestApp(app).get("/").text == "executor"
     app.registry.getUtility(IAppExecutor).shutdown()
