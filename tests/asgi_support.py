@@ -13,6 +13,7 @@ import hashlib
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -276,25 +277,27 @@ def _count_finished(request: Request) -> None:
     probe_of(request).counts[f"finished {request.matchdict['kind']}"] += 1
 
 
-async def hang_async(request: Request) -> Response:
+@contextmanager
+def _hanging(request: Request, kind: str) -> Iterator[Probe]:
+    """Count, in the request's probe, entering the block, leaving it and finishing the request."""
     probe = probe_of(request)
     request.add_finished_callback(_count_finished)
-    probe.counts["entered async"] += 1
+    probe.counts[f"entered {kind}"] += 1
     try:
-        await probe.event("never").wait()
+        yield probe
     finally:
-        probe.counts["finally async"] += 1
+        probe.counts[f"finally {kind}"] += 1
+
+
+async def hang_async(request: Request) -> Response:
+    with _hanging(request, "async") as probe:
+        await probe.event("never").wait()
     return Response("unreachable")
 
 
 def hang_executor(request: Request) -> Response:
-    probe = probe_of(request)
-    request.add_finished_callback(_count_finished)
-    probe.counts["entered executor"] += 1
-    try:
+    with _hanging(request, "executor") as probe:
         probe.thread_gate("executor").wait()
-    finally:
-        probe.counts["finally executor"] += 1
     return Response("thread done")
 
 

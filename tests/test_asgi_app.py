@@ -99,6 +99,17 @@ def body_of(messages: list[Message]) -> bytes:
     return b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
 
 
+async def first_messages(
+    app: ASGIApplication, count: int, scope: dict[str, Any] | None = None
+) -> list[Message]:
+    """Send ``app`` an empty request; return its first ``count`` messages once it has finished."""
+    communicator = ApplicationCommunicator(app, scope or http_scope())
+    await communicator.send_input({"type": "http.request"})
+    messages = [await communicator.receive_output(PATIENCE) for _ in range(count)]
+    await communicator.wait(PATIENCE)
+    return messages
+
+
 # -- responses ---------------------------------------------------------------------
 
 
@@ -159,17 +170,7 @@ def test_head_pulls_a_lazy_generator_only_until_start_response() -> None:
             pulled.append(number)
             yield b"x"
 
-    async def scenario() -> list[Message]:
-        communicator = ApplicationCommunicator(make_asgi_app(lazy_app), http_scope(method="HEAD"))
-        await communicator.send_input({"type": "http.request"})
-        messages = [
-            await communicator.receive_output(PATIENCE),
-            await communicator.receive_output(PATIENCE),
-        ]
-        await communicator.wait(PATIENCE)
-        return messages
-
-    messages = asyncio.run(scenario())
+    messages = asyncio.run(first_messages(make_asgi_app(lazy_app), 2, http_scope(method="HEAD")))
     assert (messages[0]["status"], body_of(messages), pulled) == (200, b"", [0])
 
 
@@ -212,14 +213,7 @@ def test_legacy_write_callable_and_close_once() -> None:
     body = ClosingBody()
     app = make_asgi_app(wsgi_app_with(body, calls_legacy_write=True))
 
-    async def scenario() -> list[Message]:
-        communicator = ApplicationCommunicator(app, http_scope())
-        await communicator.send_input({"type": "http.request"})
-        messages = [await communicator.receive_output(PATIENCE) for _ in range(5)]
-        await communicator.wait(PATIENCE)
-        return messages
-
-    assert body_of(asyncio.run(scenario())) == b"written onetwo"
+    assert body_of(asyncio.run(first_messages(app, 5))) == b"written onetwo"
     assert body.closed == 1
 
 
@@ -269,17 +263,7 @@ def test_errors_before_headers_are_500(
             start_response("200 OK", [])
         return [b"body"]
 
-    async def scenario() -> list[Message]:
-        communicator = ApplicationCommunicator(make_asgi_app(app), http_scope())
-        await communicator.send_input({"type": "http.request"})
-        messages = [
-            await communicator.receive_output(PATIENCE),
-            await communicator.receive_output(PATIENCE),
-        ]
-        await communicator.wait(PATIENCE)
-        return messages
-
-    messages = asyncio.run(scenario())
+    messages = asyncio.run(first_messages(make_asgi_app(app), 2))
     assert (messages[0]["status"], body_of(messages)) == (500, b"Internal Server Error")
     assert logged in caplog.text
     assert "Traceback" in caplog.text
