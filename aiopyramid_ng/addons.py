@@ -8,16 +8,19 @@ Included by ``config.include('aiopyramid_ng')``:
   event loop of its own on the loop thread;
 * :mod:`~aiopyramid_ng.sessions`: ``async def`` session factories;
 * :mod:`~aiopyramid_ng.toolbar`: pyramid_debugtoolbar's logging and
-  performance panels for interleaved requests (when it is installed);
+  performance panels for interleaved requests (when the application
+  includes it);
 * :mod:`~aiopyramid_ng.transaction`: a transaction per request (when the
   ``transaction`` package is installed).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.util import find_spec
 
 from pyramid.config import Configurator
+from pyramid.registry import Registry
 
 __all__ = ["includeme"]
 
@@ -31,4 +34,19 @@ def includeme(config: Configurator) -> None:
     if find_spec("transaction") is not None:
         config.include(".transaction")
     if find_spec("pyramid_debugtoolbar") is not None:
-        config.include(".toolbar")
+        config.action(None, _debugtoolbar_adapter(config.registry))
+
+
+def _debugtoolbar_adapter(registry: Registry) -> Callable[[], None]:
+    def adapt_if_included() -> None:
+        # Imported only for applications that include the toolbar: importing
+        # its logging panel adds a handler to the root logger, which would
+        # silence Python's last-resort stderr output everywhere else.
+        from pyramid_debugtoolbar.toolbar import IToolbarWSGIApp
+
+        if registry.queryUtility(IToolbarWSGIApp) is not None:
+            from .toolbar import install
+
+            install()
+
+    return adapt_if_included

@@ -18,8 +18,10 @@ Two of the toolbar's panels assume one request per thread at a time:
   ``aiopyramid_ng.pipeline = executor`` each request runs in a worker thread
   of its own, and the profiler works as on a threaded server.
 
-The other panels look their request up with ``get_current_request()``, which
-aiopyramid_ng makes context-local, and need nothing.
+:func:`install` runs when the application includes pyramid_debugtoolbar
+(see :mod:`aiopyramid_ng.addons`).  The other panels look their request up
+with ``get_current_request()``, which aiopyramid_ng makes context-local, and
+need nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from pyramid.config import Configurator
 from pyramid.interfaces import IRequest
 from pyramid_debugtoolbar.panels import logger as logging_panel
 from pyramid_debugtoolbar.panels.performance import PerformanceDebugPanel
@@ -38,7 +39,7 @@ from pyramid_debugtoolbar.panels.performance import PerformanceDebugPanel
 from .bridge import in_bridge
 from .requestscope import outermost_request
 
-__all__ = ["RequestTrackingHandler", "includeme", "install"]
+__all__ = ["RequestTrackingHandler", "install"]
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,3 @@ def install() -> None:
         # toolbar does not intercept) go away with the request.
         handler.records = weakref.WeakKeyDictionary(handler.records)
     PerformanceDebugPanel._wrap_profile_handler = _wrap_profile_handler
-
-
-def includeme(config: Configurator) -> None:
-    """Adapt pyramid_debugtoolbar's panels."""
-    install()
