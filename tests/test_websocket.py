@@ -114,9 +114,24 @@ class Client:
     async def done(self) -> None:
         await self.communicator.wait(PATIENCE)
 
+    async def final(self) -> Message:
+        """Receive one more message, then wait for the application to end; return the message."""
+        message = await self.receive()
+        await self.done()
+        return message
+
 
 def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(scenario())
+
+
+async def waiting_client(served: Served, app: ASGIApplication) -> Client:
+    """A client of ``app``'s ``/ws/waiting``, once the view waits for a message."""
+    client = Client(app, ws_scope("/ws/waiting"))
+    await client.accepted()
+    while not served.probe.counts["waiting"]:
+        await asyncio.sleep(0)
+    return client
 
 
 async def refusal(app: ASGIApplication, scope: dict[str, Any]) -> tuple[int, bytes]:
@@ -155,9 +170,7 @@ def test_view_returning_closes_with_1000(served: Served) -> None:
         client = Client(served.app, ws_scope("/ws/proto"))
         await client.accepted()
         assert (await client.receive())["text"] == "none"
-        message = await client.receive()
-        await client.done()
-        return message
+        return await client.final()
 
     assert run(scenario) == {"type": "websocket.close", "code": 1000, "reason": ""}
 
@@ -203,9 +216,7 @@ def test_send_after_close_is_a_clear_error_that_ends_the_view_quietly(
     async def scenario() -> Message:
         client = Client(served.app, ws_scope("/ws/late"))
         await client.accepted()
-        message = await client.receive()
-        await client.done()
-        return message
+        return await client.final()
 
     with caplog.at_level(logging.INFO):
         assert run(scenario) == {"type": "websocket.close", "code": 4002, "reason": ""}
@@ -226,9 +237,7 @@ def test_sending_another_type_is_a_type_error() -> None:
     async def scenario() -> Message:
         client = Client(app, ws_scope("/ws"))
         await client.accepted()
-        message = await client.receive()
-        await client.done()
-        return message
+        return await client.final()
 
     assert run(scenario)["code"] == 1011
 
@@ -264,9 +273,7 @@ def test_websocket_closed_raised_deep_inside_closes_with_its_code(served: Served
         client = Client(served.app, ws_scope("/ws/closer"))
         await client.accepted()
         await client.send_text("stop")
-        message = await client.receive()
-        await client.done()
-        return message
+        return await client.final()
 
     assert run(scenario) == {"type": "websocket.close", "code": 4001, "reason": "bye"}
 
@@ -278,8 +285,7 @@ def test_exception_after_accept_closes_with_1011_and_is_logged(
         client = Client(served.app, ws_scope("/ws/failing"))
         await client.accepted()
         await client.send_text("x")
-        message = await client.receive()
-        await client.done()  # the exception was handled: the Task ends normally
+        message = await client.final()  # the exception was handled: the Task ends normally
         leak_check.assert_clean(asyncio.get_running_loop())
         return message
 
@@ -306,10 +312,7 @@ def test_peer_disconnect_ends_a_pending_recv(served: Served, leak_check: LeakChe
 
 def test_server_cancelling_the_connection_closes_it_with_1001(served: Served) -> None:
     async def scenario() -> Message:
-        client = Client(served.app, ws_scope("/ws/waiting"))
-        await client.accepted()
-        while not served.probe.counts["waiting"]:
-            await asyncio.sleep(0)
+        client = await waiting_client(served, served.app)
         client.communicator.future.cancel()  # what daphne does when it stops
         message = await client.receive()
         with pytest.raises(asyncio.CancelledError):
@@ -375,9 +378,7 @@ def test_class_view_closing_itself_runs_on_close_once(served: Served) -> None:
         await client.accepted()
         await client.receive()
         await client.send_text("close")
-        message = await client.receive()
-        await client.done()
-        return message
+        return await client.final()
 
     assert run(scenario) == {"type": "websocket.close", "code": 4000, "reason": "asked"}
     assert served.probe.calls["self"] == ["open", "message 'close'", "close 4000"]
@@ -391,9 +392,7 @@ def test_class_view_callback_raising_closes_1011_after_on_close(
         await client.accepted()
         await client.receive()
         await client.send_text("fail")
-        message = await client.receive()
-        await client.done()
-        return message
+        return await client.final()
 
     with caplog.at_level(logging.ERROR):
         assert run(scenario)["code"] == 1011
@@ -769,10 +768,7 @@ def test_peer_leaving_interrupts_a_view_waiting_elsewhere(
     served: Served, leak_check: LeakCheck
 ) -> None:
     async def scenario() -> None:
-        client = Client(served.app, ws_scope("/ws/waiting"))
-        await client.accepted()
-        while not served.probe.counts["waiting"]:
-            await asyncio.sleep(0)
+        client = await waiting_client(served, served.app)
         await client.disconnect(1001)
         await client.done()
         assert client.communicator.future.result() is None  # ended normally, not cancelled
@@ -833,10 +829,7 @@ def test_refused_1011_lets_the_error_reach_the_server(
 
 def test_refused_1001_closes_with_1000(served: Served) -> None:
     async def scenario() -> Message:
-        client = Client(_daphne_like(served.app), ws_scope("/ws/waiting"))
-        await client.accepted()
-        while not served.probe.counts["waiting"]:
-            await asyncio.sleep(0)
+        client = await waiting_client(served, _daphne_like(served.app))
         client.communicator.future.cancel()
         message = await client.receive()
         with pytest.raises(asyncio.CancelledError):
@@ -865,9 +858,7 @@ def test_sync_view_closes_with_its_code(served: Served) -> None:
     async def scenario() -> Message:
         client = Client(served.app, ws_scope("/ws/sync-closer"))
         await client.accepted()
-        message = await client.receive()
-        await client.done()
-        return message
+        return await client.final()
 
     assert run(scenario) == {"type": "websocket.close", "code": 4004, "reason": "sync"}
 
@@ -898,9 +889,7 @@ def test_error_after_the_view_ended_is_logged(
     async def scenario() -> Message:
         client = Client(served.app, ws_scope("/ws/callback-fails"))
         await client.accepted()
-        message = await client.receive()
-        await client.done()
-        return message
+        return await client.final()
 
     with caplog.at_level(logging.ERROR):
         assert run(scenario)["code"] == 1000

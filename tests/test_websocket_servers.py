@@ -41,6 +41,21 @@ def refused_status(server: WsServer, path: str, **kwargs: Any) -> int:
     return status
 
 
+def close_code_after(server: WsServer, path: str, text: str) -> int | None:
+    """Connect to ``path``, send ``text``, expect the server to close; return its close code."""
+
+    async def scenario() -> int | None:
+        async with server.connect(path) as ws:
+            await ws.send(text)
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            code: int | None = ws.close_code
+            return code
+
+    result: int | None = run(scenario())
+    return result
+
+
 @pytest.mark.parametrize("path", ["/ws/open", "/ws/sync"])
 def test_echo_text_and_binary(server: WsServer, path: str) -> None:
     async def scenario() -> list[Any]:
@@ -108,29 +123,13 @@ def test_unrouted_path_is_refused(server: WsServer) -> None:
 
 
 def test_exception_closes_with_1011_and_is_logged(server: WsServer) -> None:
-    async def scenario() -> int | None:
-        async with server.connect("/ws/failing") as ws:
-            await ws.send("x")
-            with pytest.raises(ConnectionClosed):
-                await ws.recv()
-            code: int | None = ws.close_code
-            return code
-
-    assert run(scenario()) == 1011
+    assert close_code_after(server, "/ws/failing", "x") == 1011
     log = server.wait_for_log("ValueError: boom x")
     assert "Traceback" in log
 
 
 def test_websocket_closed_closes_with_its_code(server: WsServer) -> None:
-    async def scenario() -> int | None:
-        async with server.connect("/ws/closer") as ws:
-            await ws.send("stop")
-            with pytest.raises(ConnectionClosed):
-                await ws.recv()
-            code: int | None = ws.close_code
-            return code
-
-    assert run(scenario()) == 4001
+    assert close_code_after(server, "/ws/closer", "stop") == 4001
 
 
 def test_class_view_callbacks_in_order(server: WsServer) -> None:
