@@ -15,6 +15,7 @@ from pyramid.request import Request
 from pyramid.router import Router
 from pyramid.threadlocal import manager
 
+from aiopyramid_ng.asgi import ASGIApplication
 from aiopyramid_ng.bridge import RequestGreenlet, spawn_greenlet
 
 
@@ -24,6 +25,14 @@ def make_app(setup: Callable[[Configurator], None], **settings: Any) -> Router:
         config.include("aiopyramid_ng")
         setup(config)
         return config.make_wsgi_app()
+
+
+def make_asgi(setup: Callable[[Configurator], None]) -> ASGIApplication:
+    """Build an application as :func:`make_app` does, through ``config.make_asgi_app()``."""
+    with Configurator() as config:
+        config.include("aiopyramid_ng")
+        setup(config)
+        return config.make_asgi_app()
 
 
 def make_one_view_app(view: Callable[..., Any], **settings: Any) -> Router:

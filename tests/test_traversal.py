@@ -27,7 +27,7 @@ from aiopyramid_ng.security import ACLHelper
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.traversal import AsyncTraverser
 
-from .conftest import LeakCheck, make_app
+from .conftest import LeakCheck, make_app, make_asgi
 from .servers import uvicorn_thread
 
 USERS = [f"user{n}" for n in range(10)]
@@ -175,10 +175,7 @@ def test_200_concurrent_users_in_process_asgi(leak_check: LeakCheck) -> None:
 
 
 def test_asgi_test_app() -> None:
-    with Configurator() as config:
-        config.include("aiopyramid_ng")
-        setup(config)
-        asgi = config.make_asgi_app()
+    asgi = make_asgi(setup)
     with TestApp(asgi) as app:
         assert app.get("/user1/doc2", headers={"X-User": "user1"}).json["path"] == "/user1/doc2"
         app.get("/user1/doc2", headers={"X-User": "user2"}, status=403)
@@ -204,10 +201,7 @@ async def check_concurrent_users(client: httpx.AsyncClient) -> None:
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    with Configurator() as config:
-        config.include("aiopyramid_ng")
-        setup(config)
-        asgi = config.make_asgi_app()
+    asgi = make_asgi(setup)
     with uvicorn_thread(asgi, log_level="warning") as url:
         yield url
 

@@ -19,7 +19,7 @@ from aiopyramid_ng.helpers import synchronize
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.tweens import AsyncTween, BridgedTweens, TweenHandler
 
-from .conftest import LeakCheck, get_response, make_app
+from .conftest import LeakCheck, get_response, make_app, make_asgi
 
 Handler = Any
 
@@ -121,10 +121,7 @@ def test_chain_order_webtest() -> None:
 
 
 def test_chain_order_asgi() -> None:
-    with Configurator() as config:
-        config.include("aiopyramid_ng")
-        setup(config)
-        asgi = config.make_asgi_app()
+    asgi = make_asgi(setup)
     with TestApp(asgi) as app:
         assert app.get("/").headers["X-Trail"] == ",".join(ORDER)
 
