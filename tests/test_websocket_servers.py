@@ -8,22 +8,15 @@ handshake is a 403 there, where the others send the pipeline's own status.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .servers import HOST, PATIENCE
-from .websocket_servers import SERVERS, WsServer, running
+from .websocket_servers import WsServer, each_server
 
-
-@pytest.fixture(scope="module", params=SERVERS)
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WsServer]:
-    with running(request.param, tmp_path_factory.mktemp(request.param)) as started:
-        yield started
+server = each_server()
 
 
 def run(coroutine: Any) -> Any:

@@ -21,23 +21,17 @@ Each test stops its own server: it is started once for this module.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from .servers import PATIENCE
-from .websocket_servers import SERVERS, WsServer, running
+from .websocket_servers import WsServer, each_server
 
 CLOSE_CODES = {"uvicorn": 1012, "hypercorn": 1001, "daphne": 1006}
 
 
-@pytest.fixture(scope="module", params=SERVERS)
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WsServer]:
-    with running(request.param, tmp_path_factory.mktemp(request.param)) as started:
-        yield started
+server = each_server()
 
 
 def test_server_shutdown_closes_connections_and_runs_on_close(server: WsServer) -> None:

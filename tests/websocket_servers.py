@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 
 from .servers import HOST, PATIENCE, accepts_connections, free_port, serving, stop, wait_until
@@ -98,3 +99,20 @@ def running(name: str, directory: Path) -> Iterator[WsServer]:
     argv = [sys.executable, *command(name, port)]
     with serving(argv, log, accepts_connections(port), env=env, cwd=REPO) as process:
         yield WsServer(name, port, process, directory, log)
+
+
+def each_server() -> Any:
+    """A fixture ``server``: each of :data:`SERVERS` in turn, started once per module.
+
+    A module assigns it to a name of its own (``server = each_server()``), so
+    every module gets servers it may stop.
+    """
+
+    @pytest.fixture(scope="module", params=SERVERS, name="server")
+    def started_server(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[WsServer]:
+        with running(request.param, tmp_path_factory.mktemp(request.param)) as started:
+            yield started
+
+    return started_server
