@@ -23,7 +23,8 @@ from.
 
 Applications that configure ``tm.manager_hook = pyramid_tm.explicit_manager``
 (as the cookiecutter does) already get a manager per request from pyramid_tm;
-both ways work.
+both ways work.  Either way, the transaction of a request that is cancelled
+(its client disconnected) is aborted before the request ends.
 """
 
 from __future__ import annotations
@@ -99,10 +100,29 @@ class RequestTransactionPolicy:
         try:
             return self.policy(environ, router)
         finally:
-            _request_manager.reset(token)
+            try:
+                _abort_unfinished(environ)
+            finally:
+                _request_manager.reset(token)
 
     def __repr__(self) -> str:
         return f"<RequestTransactionPolicy around {self.policy!r}>"
+
+
+def _abort_unfinished(environ: Environ) -> None:
+    """Abort the transaction pyramid_tm began but could not finish.
+
+    pyramid_tm commits or aborts on every outcome an ``Exception`` covers,
+    and then removes ``tm.manager`` from the environ.  A request cancelled
+    (its client disconnected) or closed unwinds with a ``BaseException``
+    instead, which pyramid_tm lets through: its transaction, and the
+    database connection its sessions hold, would stay open until garbage
+    collection.
+    """
+    manager = environ.pop("tm.manager", None)
+    if manager is not None:
+        environ.pop("tm.active", None)
+        manager.abort()
 
 
 def includeme(config: Configurator) -> None:

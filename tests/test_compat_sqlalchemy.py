@@ -41,11 +41,13 @@ from aiopyramid_ng.bridge import spawn_greenlet
 from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.dbsessions import SharedSessionError
 from aiopyramid_ng.events import ApplicationShutdown
+from aiopyramid_ng.executor import DEFAULT_MAX_WORKERS
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.waiting import await_
 from aiopyramid_ng.wsgi import thread_loop
 
 from .compat_support import PATIENCE, concurrently, serve
+from .conftest import LeakCheck
 
 KINDS = ("coroutine", "greenlet", "executor")
 
@@ -204,7 +206,7 @@ def test_a_thread_scoped_session_shared_by_two_requests_is_refused(server: str) 
     assert "scoped_session" in refused.text and "dbsession" in refused.text
 
 
-def test_in_process_asgi_and_webtest(tmp_path: Path) -> None:
+def test_in_process_asgi_and_webtest(tmp_path: Path, leak_check: LeakCheck) -> None:
     app = make_app(tmp_path / "db.sqlite")
     with TestApp(make_asgi_app(app)) as client:
         for kind in KINDS:
@@ -214,6 +216,8 @@ def test_in_process_asgi_and_webtest(tmp_path: Path) -> None:
         assert client.get(f"/{kind}/w-{kind}").json["count"] == 1
     # No lifespan in plain WSGI: close the connections made on this thread's loop.
     thread_loop().run_until_complete(app.registry.async_engine.dispose())
+    # The application's pool threads may stay; nothing else may.
+    leak_check.assert_clean(max_new_threads=DEFAULT_MAX_WORKERS)
 
 
 def test_sequential_requests_may_reuse_a_session(tmp_path: Path) -> None:

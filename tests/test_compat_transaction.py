@@ -10,12 +10,14 @@ transaction shared by interleaved requests would lose rows (another request's
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import transaction
 import webtest
@@ -31,12 +33,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.events import ApplicationShutdown
+from aiopyramid_ng.executor import DEFAULT_MAX_WORKERS
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.transaction import ContextTransactionManager, RequestTransactionPolicy
 from aiopyramid_ng.waiting import await_
 from aiopyramid_ng.wsgi import thread_loop
 
-from .compat_support import concurrently, serve
+from .compat_support import HOST, PATIENCE, concurrently, serve
+from .conftest import LeakCheck
 
 KINDS = ("coroutine", "executor", "greenlet")
 
@@ -114,6 +118,26 @@ def boom_view(exc: Boom, request: Request) -> Response:
     return Response(f"failed {exc}", status=500)
 
 
+def hang_view(request: Request) -> dict[str, Any]:
+    """Writes, holds a connection, then waits until its client disconnects."""
+    registry = request.registry
+    _write(request, "a")
+    request.dbsession.execute(select(Row.id).limit(1)).all()
+    registry.entered.add(request.matchdict["tag"])
+    if registry.settings["test.io_in_threads"]:
+        # The whole pipeline runs in a worker thread, which a disconnect
+        # cannot interrupt: it runs on until the test releases it.
+        registry.gate.wait(PATIENCE)
+    else:
+        await_(asyncio.Event().wait())
+    return {"tag": request.matchdict["tag"]}
+
+
+def status_view(request: Request) -> dict[str, Any]:
+    registry = request.registry
+    return {"entered": sorted(registry.entered), "checkedout": registry.bind.pool.checkedout()}
+
+
 async def close_connections(event: ApplicationShutdown) -> None:
     await event.registry.async_engine.dispose()
 
@@ -131,12 +155,13 @@ def make_app(database: Path, manager: str, pipeline: str) -> Router:
     engine = create_engine(f"sqlite:///{database}")
     Base.metadata.create_all(engine)
     if io_in_threads:
-        factory = sessionmaker(bind=engine)
+        bind = engine
     else:
         engine.dispose()
         # Sync sessions over an async engine: their I/O waits on the loop.
         async_engine = create_async_engine(f"sqlite+aiosqlite:///{database}")
-        factory = sessionmaker(bind=async_engine.sync_engine)
+        bind = async_engine.sync_engine
+    factory = sessionmaker(bind=bind)
 
     def dbsession(request: Request) -> Session:
         session = factory()
@@ -160,6 +185,13 @@ def make_app(database: Path, manager: str, pipeline: str) -> Router:
             greenlet_view, route_name="greenlet", renderer="json", mapper=GreenletMapper
         )
         config.add_exception_view(boom_view, Boom)
+        config.registry.bind = bind
+        config.registry.entered = set()
+        config.registry.gate = threading.Event()
+        config.add_route("hang", "/hang/{tag}")
+        config.add_view(hang_view, route_name="hang", renderer="json", mapper=GreenletMapper)
+        config.add_route("status", "/status")
+        config.add_view(status_view, route_name="status", renderer="json", mapper=GreenletMapper)
         return config.make_wsgi_app()
 
 
@@ -216,8 +248,37 @@ def test_interleaved_requests_commit_exactly_their_own_rows(server: str, app: Ro
     assert stored_tags(app) == expected
 
 
+def _wait_for_status(base: str, condition: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + PATIENCE
+    while True:
+        status: dict[str, Any] = httpx.get(f"{base}/status", timeout=PATIENCE).json()
+        if condition(status):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.01)
+
+
+def test_a_disconnected_request_releases_its_transaction(server: str, app: Router) -> None:
+    clear(app)
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection((HOST, port), timeout=PATIENCE) as connection:
+        connection.sendall(b"GET /hang/gone HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        _wait_for_status(server, lambda status: "gone" in status["entered"])
+        assert httpx.get(f"{server}/status").json()["checkedout"] >= 1
+    app.registry.gate.set()
+    _wait_for_status(server, lambda status: status["checkedout"] == 0)
+    if app.registry.settings["test.io_in_threads"]:
+        # As on a threaded server, the request ran to its end and committed.
+        assert stored_tags(app) == ["gone-a"]
+    else:
+        # Cancelled in its request greenlet: the transaction was aborted.
+        assert stored_tags(app) == []
+
+
 @pytest.mark.parametrize(("manager", "pipeline"), SETUPS, ids=IDS)
-def test_in_process_asgi_and_webtest(tmp_path: Path, manager: str, pipeline: str) -> None:
+def test_in_process_asgi_and_webtest(
+    tmp_path: Path, leak_check: LeakCheck, manager: str, pipeline: str
+) -> None:
     app = make_app(tmp_path / "db.sqlite", manager, pipeline)
     requests, expected = plan(12, "t")
     with TestApp(make_asgi_app(app)) as client:
@@ -233,6 +294,8 @@ def test_in_process_asgi_and_webtest(tmp_path: Path, manager: str, pipeline: str
     if pipeline == "greenlet":
         # No lifespan in plain WSGI: close the connections made on this thread's loop.
         thread_loop().run_until_complete(app.registry.async_engine.dispose())
+    # The application's pool threads may stay; nothing else may.
+    leak_check.assert_clean(max_new_threads=DEFAULT_MAX_WORKERS)
 
 
 def test_webtest_from_several_threads(tmp_path: Path) -> None:
