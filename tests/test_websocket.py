@@ -134,6 +134,13 @@ async def waiting_client(served: Served, app: ASGIApplication) -> Client:
     return client
 
 
+async def last_message(app: ASGIApplication, path: str) -> Message:
+    """Connect to ``path``, expect an accept; return the next message, once the view ended."""
+    client = Client(app, ws_scope(path))
+    await client.accepted()
+    return await client.final()
+
+
 async def refusal(app: ASGIApplication, scope: dict[str, Any]) -> tuple[int, bytes]:
     """Connect, expect an HTTP response instead of an accept; return it."""
     client = Client(app, scope)
@@ -213,13 +220,9 @@ def test_subprotocol_is_the_first_client_preference_the_view_speaks(
 def test_send_after_close_is_a_clear_error_that_ends_the_view_quietly(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def scenario() -> Message:
-        client = Client(served.app, ws_scope("/ws/late"))
-        await client.accepted()
-        return await client.final()
-
     with caplog.at_level(logging.INFO):
-        assert run(scenario) == {"type": "websocket.close", "code": 4002, "reason": ""}
+        message = run(lambda: last_message(served.app, "/ws/late"))
+    assert message == {"type": "websocket.close", "code": 4002, "reason": ""}
     assert served.probe.errors == [
         "Cannot send on the WebSocket connection to '/ws/late': it is closed (close code "
         "4002). Check `ws.closed` first, or catch ConnectionClosedError where a peer may have "
@@ -855,12 +858,8 @@ def test_connection_state_seen_by_the_view(served: Served) -> None:
 
 
 def test_sync_view_closes_with_its_code(served: Served) -> None:
-    async def scenario() -> Message:
-        client = Client(served.app, ws_scope("/ws/sync-closer"))
-        await client.accepted()
-        return await client.final()
-
-    assert run(scenario) == {"type": "websocket.close", "code": 4004, "reason": "sync"}
+    message = run(lambda: last_message(served.app, "/ws/sync-closer"))
+    assert message == {"type": "websocket.close", "code": 4004, "reason": "sync"}
 
 
 def test_sending_to_another_closed_connection_is_an_error_of_the_sender(
@@ -886,13 +885,8 @@ def test_sending_to_another_closed_connection_is_an_error_of_the_sender(
 def test_error_after_the_view_ended_is_logged(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def scenario() -> Message:
-        client = Client(served.app, ws_scope("/ws/callback-fails"))
-        await client.accepted()
-        return await client.final()
-
     with caplog.at_level(logging.ERROR):
-        assert run(scenario)["code"] == 1000
+        assert run(lambda: last_message(served.app, "/ws/callback-fails"))["code"] == 1000
     assert "Error after the WebSocket view for '/ws/callback-fails' ended" in caplog.text
     assert "RuntimeError: response callback failure" in caplog.text
 
