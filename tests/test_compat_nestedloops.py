@@ -131,9 +131,22 @@ def test_the_error_chains_the_original() -> None:
     assert "cannot be called from a running event loop" in str(caught.value.__cause__)
 
 
+def outer_view(request: Request) -> Response:
+    return request.invoke_subrequest(Request.blank("/asyncio_run"), use_tweens=False)
+
+
 def make_app_without_exception_view() -> Router:
     with Configurator() as config:
         config.include("aiopyramid_ng")
         config.add_route("asyncio_run", "/asyncio_run")
         config.add_view(asyncio_run_view, route_name="asyncio_run", mapper=GreenletMapper)
+        config.add_route("outer", "/outer")
+        config.add_view(outer_view, route_name="outer", mapper=GreenletMapper)
         return config.make_wsgi_app()
+
+
+def test_a_subrequest_error_names_the_inner_view() -> None:
+    with pytest.raises(NestedLoopError) as caught:
+        webtest.TestApp(make_app_without_exception_view()).get("/outer")
+    assert "asyncio_run_view" in str(caught.value)
+    assert "outer_view" not in str(caught.value)
