@@ -66,20 +66,25 @@ def _write(request: Request, part: str) -> None:
 def _finish(request: Request) -> dict[str, Any]:
     if request.params.get("fail"):
         raise Boom(request.matchdict["tag"])
-    return {"tag": request.matchdict["tag"], "same": request.tm.get() is transaction_of(request)}
+    # Where the view runs (a worker thread for executor views), the current
+    # transaction is still the one pyramid_tm began for this request.
+    same = request.tm.get() is request.environ["test.transaction"]
+    if not request.registry.settings.get("tm.manager_hook"):
+        same = same and transaction.get() is request.environ["test.transaction"]
+    return {"tag": request.matchdict["tag"], "same": same}
 
 
-def transaction_of(request: Request) -> Any:
-    """The transaction pyramid_tm began for ``request``, as recorded on the first write."""
-    return request.environ["test.transaction"]
+def transaction_recorder(handler: Any, registry: Any) -> Any:
+    """A tween under pyramid_tm's: records the transaction it began, where it began it."""
 
+    def record_transaction(request: Request) -> Any:
+        request.environ["test.transaction"] = request.tm.get()
+        return handler(request)
 
-def _record(request: Request) -> None:
-    request.environ["test.transaction"] = request.tm.get()
+    return record_transaction
 
 
 async def coroutine_view(request: Request) -> dict[str, Any]:
-    _record(request)
     _write(request, "a")
     await asyncio.sleep(0.005)
     _write(request, "b")
@@ -92,7 +97,6 @@ async def coroutine_view(request: Request) -> dict[str, Any]:
 
 def executor_view(request: Request) -> dict[str, Any]:
     # Runs in a worker thread with a copy of the request's context.
-    _record(request)
     _write(request, "a")
     time.sleep(0.005)
     _write(request, "b")
@@ -105,7 +109,6 @@ def executor_view(request: Request) -> dict[str, Any]:
 
 
 def greenlet_view(request: Request) -> dict[str, Any]:
-    _record(request)
     _write(request, "a")
     await_(asyncio.sleep(0.005))
     _write(request, "b")
@@ -172,6 +175,7 @@ def make_app(database: Path, manager: str, pipeline: str) -> Router:
         config.include("aiopyramid_ng")
         config.include("pyramid_tm")
         config.add_request_method(dbsession, reify=True)
+        config.add_tween(f"{__name__}.transaction_recorder", under="pyramid_tm.tm_tween_factory")
         config.registry.engine = engine
         if not io_in_threads:
             config.registry.async_engine = async_engine
