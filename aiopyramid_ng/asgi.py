@@ -33,7 +33,7 @@ from .body import (
     max_body_size_from_settings,
     read_body,
 )
-from .bridge import spawn_greenlet
+from .bridge import spawn_greenlet_watched
 from .environ import build_environ
 from .exchange import ClientGone, Exchange
 from .executor import current_executor
@@ -179,14 +179,22 @@ class ASGIApplication:
             return  # the application never ran: nothing to undo
         with body:
             environ = build_environ(scope, body, length)
-            # From here on a disconnect cancels this very Task, so the request
-            # greenlet stops at its await point and its `finally` blocks (and
-            # Pyramid's finished callbacks) run before the Task ends.
-            watcher = asyncio.create_task(
-                _watch_disconnect(receive, exchange, task), name=WATCHER_NAME
-            )
+            watcher: asyncio.Task[None] | None = None
+
+            def watch() -> None:
+                # From the request's first wait on, a disconnect cancels this
+                # very Task, so the request greenlet stops at its await point
+                # and its `finally` blocks (and Pyramid's finished callbacks)
+                # run before the Task ends.  A request that never waits ends
+                # before the loop could deliver a disconnect: it needs no
+                # watcher, which saves a Task per fast request.
+                nonlocal watcher
+                watcher = asyncio.create_task(
+                    _watch_disconnect(receive, exchange, task), name=WATCHER_NAME
+                )
+
             try:
-                await spawn_greenlet(exchange.run, self.wsgi_app, environ)
+                await spawn_greenlet_watched(watch, exchange.run, self.wsgi_app, environ)
             except ClientGone:
                 logger.debug("Client disconnected from %s %r", scope["method"], scope.get("path"))
             except Exception:
@@ -203,12 +211,17 @@ class ASGIApplication:
                 logger.exception("Error while serving %s %r", scope["method"], scope.get("path"))
                 await _send_plain(send, 500, "Internal Server Error")
             finally:
-                watcher.cancel()
-                # wait() never raises the watcher's own CancelledError, only
-                # this Task's: the watcher is always awaited, never leaked.
-                await asyncio.wait({watcher})
-                if not watcher.cancelled() and watcher.exception() is not None:
-                    logger.error("Disconnect watcher failed", exc_info=watcher.exception())
+                if watcher is not None:
+                    await _stop_watcher(watcher)
+
+
+async def _stop_watcher(watcher: asyncio.Task[None]) -> None:
+    watcher.cancel()
+    # wait() never raises the watcher's own CancelledError, only this Task's:
+    # the watcher is always awaited, never leaked.
+    await asyncio.wait({watcher})
+    if not watcher.cancelled() and watcher.exception() is not None:
+        logger.error("Disconnect watcher failed", exc_info=watcher.exception())
 
 
 async def _watch_disconnect(receive: Receive, exchange: Exchange, task: asyncio.Task[Any]) -> None:

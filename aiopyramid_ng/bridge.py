@@ -39,6 +39,7 @@ __all__ = [
     "request_loop",
     "segment_observer",
     "spawn_greenlet",
+    "spawn_greenlet_watched",
     "time_segments",
 ]
 
@@ -214,7 +215,11 @@ def await_(awaitable: Awaitable[T]) -> T:
 
 @types.coroutine
 def _drive(
-    child: RequestGreenlet, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    child: RequestGreenlet,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    on_suspend: Callable[[], object] | None = None,
 ) -> Generator[Any, None, Any]:
     task = asyncio.current_task()
     cancelling = task.cancelling() if task is not None else 0
@@ -235,6 +240,9 @@ def _drive(
         if type(message) is tuple:
             # From await_: the greenlet that suspended, and what it waits on.
             waiter, suspended_on = message
+            if on_suspend is not None:
+                on_suspend()
+                on_suspend = None
             try:
                 yield suspended_on
             except GeneratorExit:
@@ -247,6 +255,9 @@ def _drive(
         else:
             # From SQLAlchemy's await_: an awaitable to run to completion
             # here, whose value or exception goes back to the request greenlet.
+            if on_suspend is not None:
+                on_suspend()
+                on_suspend = None
             try:
                 value = yield from message.__await__()
             except GeneratorExit:
@@ -307,6 +318,23 @@ async def spawn_greenlet(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwa
     # other, and a ContextVar token made on one side resets on the other.
     child.gr_context = parent.gr_context
     result: T = await _drive(child, func, args, kwargs)
+    return result
+
+
+async def spawn_greenlet_watched(
+    on_suspend: Callable[[], object], func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """:func:`spawn_greenlet`, calling ``on_suspend()`` when the greenlet first waits on the loop.
+
+    Work that only matters while the loop runs other code (watching for a
+    client disconnect) can start there: a request that never waits never
+    pays for it.
+    """
+    bind_loop(asyncio.get_running_loop())
+    parent = getcurrent()
+    child = _unpark(parent)
+    child.gr_context = parent.gr_context  # shared, as in spawn_greenlet
+    result: T = await _drive(child, func, args, kwargs, on_suspend)
     return result
 
 

@@ -8,13 +8,22 @@ import gc
 import random
 import traceback
 import warnings
+import weakref
 
 import pytest
 from greenlet import GreenletExit, getcurrent, greenlet
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from aiopyramid_ng.bridge import RequestGreenlet, await_, in_bridge, request_loop, spawn_greenlet
+from aiopyramid_ng import bridge
+from aiopyramid_ng.bridge import (
+    RequestGreenlet,
+    await_,
+    in_bridge,
+    request_loop,
+    spawn_greenlet,
+    spawn_greenlet_watched,
+)
 from aiopyramid_ng.exceptions import ScopeError
 
 from .conftest import LeakCheck
@@ -372,3 +381,82 @@ def test_sync_sqlalchemy_over_an_async_engine_needs_no_thread() -> None:
             await engine.dispose()
 
     assert asyncio.run(main()) == [0, 1, 2]
+
+
+def test_a_returned_greenlet_is_reused_and_keeps_nothing_of_its_request() -> None:
+    class Payload:
+        pass
+
+    def identify(payload: Payload) -> greenlet:
+        var.set("set by the request")
+        return getcurrent()
+
+    async def main() -> None:
+        check = LeakCheck()
+        payload = Payload()
+        first = await spawn_greenlet(identify, payload)
+        gone = weakref.ref(payload)
+        del payload
+        gc.collect()
+        # Parked: not a request greenlet, no context, no reference to the request's data.
+        assert gone() is None
+        assert not isinstance(first, RequestGreenlet)
+        assert first.gr_context is None
+        check.assert_clean(asyncio.get_running_loop())
+        assert await spawn_greenlet(identify, Payload()) is first
+
+    asyncio.run(main())
+
+
+def test_a_greenlet_that_raised_is_not_reused() -> None:
+    def fail() -> greenlet:
+        raise LookupError(getcurrent())
+
+    async def main() -> None:
+        with pytest.raises(LookupError) as raised:
+            await spawn_greenlet(fail)
+        failed = raised.value.args[0]
+        assert failed.dead
+        assert await spawn_greenlet(getcurrent) is not failed
+
+    asyncio.run(main())
+
+
+def test_idle_greenlets_beyond_the_pool_size_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bridge, "POOL_SIZE", 2)
+    monkeypatch.setattr(bridge._pool, "idle", [])
+
+    def hold() -> greenlet:
+        await_(asyncio.sleep(0.001))
+        return getcurrent()
+
+    async def main() -> None:
+        served = await asyncio.gather(*(spawn_greenlet(hold) for _ in range(5)))
+        assert sum(not g.dead for g in served) == 2
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("protocol", ["await_", "sqlalchemy"])
+def test_on_suspend_runs_once_at_the_first_wait(protocol: str) -> None:
+    calls: list[str] = []
+
+    def waits_twice() -> str:
+        calls.append("started")
+        for _ in range(2):
+            if protocol == "await_":
+                await_(asyncio.sleep(0))
+            else:
+                getcurrent().parent.switch(asyncio.sleep(0))
+        return "done"
+
+    async def main() -> None:
+        assert (
+            await spawn_greenlet_watched(lambda: calls.append("suspended"), waits_twice) == "done"
+        )
+        assert await spawn_greenlet_watched(lambda: calls.append("never"), lambda: "at once") == (
+            "at once"
+        )
+
+    asyncio.run(main())
+    assert calls == ["started", "suspended"]
