@@ -1,61 +1,47 @@
 """Serving add-on test applications under a real uvicorn, and hammering them with httpx.
 
-:func:`serve` runs uvicorn in a thread of the test process (so a test can
-look at the application's database afterwards) on 127.0.0.1 and a free port.
+Each ``test_compat_*`` module builds a Pyramid application with an add-on,
+serves it with :func:`serve` (uvicorn in a thread of the test process, so a
+test can look at the application's database afterwards) and hammers it with
+:func:`concurrently`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import uvicorn
+import pytest
+from pyramid.router import Router
 
-from aiopyramid_ng.types import ASGIApp
+from aiopyramid_ng.asgi import make_asgi_app
 
-HOST = "127.0.0.1"
-#: Upper bound for waiting on the server; hit only if something hangs.
-PATIENCE = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
+from .servers import PATIENCE, uvicorn_thread
 
 
 @contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread; yield its base URL."""
-    config = uvicorn.Config(
-        app,
-        host=HOST,
-        port=free_port(),
-        lifespan="on",
-        log_config=None,
-        log_level="warning",
-        backlog=1024,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn")
-    thread.start()
-    try:
-        deadline = time.monotonic() + PATIENCE
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        yield f"http://{HOST}:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(PATIENCE)
+def serve(app: Router) -> Iterator[str]:
+    """Serve ``app`` through the ASGI adapter with uvicorn in a thread; yield its base URL."""
+    # The backlog holds every connection of a burst sent by concurrently().
+    with uvicorn_thread(make_asgi_app(app), log_level="warning", backlog=1024) as base:
+        yield base
+
+
+def server_fixture() -> Any:
+    """A module-scoped fixture that serves the module's ``app`` fixture with :func:`serve`.
+
+    Assign it to ``server`` in the test module.
+    """
+
+    @pytest.fixture(scope="module")
+    def server(app: Router) -> Iterator[str]:
+        with serve(app) as base:
+            yield base
+
+    return server
 
 
 async def _send_all(base: str, requests: list[tuple[str, str, dict[str, Any]]]) -> list[Any]:

@@ -144,16 +144,19 @@ def uvicorn_thread(app: Any, **options: Any) -> Iterator[str]:
     """Serve the ASGI ``app`` with uvicorn in a thread of this process; yield its base URL.
 
     ``options`` go to :class:`uvicorn.Config` after ``log_config=None`` (the
-    test's logging stays as it is) and ``lifespan="on"``.  The server is
-    always stopped; :class:`AssertionError` if it does not start or stop
-    within :data:`PATIENCE` seconds.
+    test's logging stays as it is) and ``lifespan="on"``.  The thread is
+    named ``uvicorn``, so a test can tell the event loop's thread from
+    worker threads.  The server is always stopped; :class:`AssertionError`
+    if it does not start or stop within :data:`PATIENCE` seconds.
     """
     # The socket is bound here, not by uvicorn, so no other process can take the port first.
     sock = socket.socket()
     sock.bind((HOST, 0))
     port: int = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", **options))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread = threading.Thread(
+        target=server.run, name="uvicorn", kwargs={"sockets": [sock]}, daemon=True
+    )
     thread.start()
     try:
         deadline = time.monotonic() + PATIENCE

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.events import ApplicationShutdown
 from aiopyramid_ng.testing import TestApp
 
-from .compat_support import concurrently, serve
+from .compat_support import concurrently, server_fixture
 
 PAGES = 20
 
@@ -217,10 +216,7 @@ def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     return make_app(tmp_path_factory.mktemp("wiki") / "wiki.sqlite", request.param)
 
 
-@pytest.fixture(scope="module")
-def server(app: Router) -> Iterator[str]:
-    with serve(make_asgi_app(app)) as base:
-        yield base
+server = server_fixture()
 
 
 def test_200_concurrent_requests_all_complete(server: str, app: Router) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -21,7 +20,7 @@ from aiopyramid_ng.helpers import use_executor
 from aiopyramid_ng.nestedloops import NestedLoopError
 from aiopyramid_ng.testing import TestApp
 
-from .compat_support import concurrently, serve
+from .compat_support import concurrently, server_fixture
 
 
 async def fetch() -> str:
@@ -84,10 +83,7 @@ def app() -> Router:
     return make_app()
 
 
-@pytest.fixture(scope="module")
-def server(app: Router) -> Iterator[str]:
-    with serve(make_asgi_app(app)) as base:
-        yield base
+server = server_fixture()
 
 
 def _check(path: str, status: int, text: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,7 +25,7 @@ from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.waiting import await_
 from aiopyramid_ng.wsgi import GreenletExecutionPolicy
 
-from .compat_support import concurrently, serve
+from .compat_support import concurrently, server_fixture
 
 KINDS = ("coroutine", "executor", "greenlet")
 ORDERS = [("aiopyramid_ng", "pyramid_retry"), ("pyramid_retry", "aiopyramid_ng")]
@@ -91,10 +90,7 @@ def app(request: pytest.FixtureRequest) -> Router:
     return make_app(request.param)
 
 
-@pytest.fixture(scope="module")
-def server(app: Router) -> Iterator[str]:
-    with serve(make_asgi_app(app)) as base:
-        yield base
+server = server_fixture()
 
 
 def test_the_policy_chain_holds_retry_inside_the_greenlet_policy(app: Router) -> None:

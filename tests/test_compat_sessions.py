@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -28,7 +27,8 @@ from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.sessions import async_session_factory
 from aiopyramid_ng.testing import TestApp
 
-from .compat_support import PATIENCE, serve
+from .compat_support import server_fixture
+from .servers import PATIENCE
 
 KINDS = ("coroutine", "executor", "greenlet")
 COOKIE = "store_session"
@@ -117,10 +117,7 @@ def app(request: pytest.FixtureRequest) -> Router:
     return make_app(request.param)
 
 
-@pytest.fixture(scope="module")
-def server(app: Router) -> Iterator[str]:
-    with serve(make_asgi_app(app)) as base:
-        yield base
+server = server_fixture()
 
 
 async def _visit_three_times(base: str, client: int) -> list[dict[str, Any]]:

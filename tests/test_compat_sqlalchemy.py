@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +45,9 @@ from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.waiting import await_
 from aiopyramid_ng.wsgi import thread_loop
 
-from .compat_support import PATIENCE, concurrently, serve
+from .compat_support import concurrently, server_fixture
 from .conftest import LeakCheck
+from .servers import PATIENCE
 
 KINDS = ("coroutine", "greenlet", "executor")
 
@@ -180,10 +180,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Router:
     return make_app(tmp_path_factory.mktemp("sqla") / "db.sqlite")
 
 
-@pytest.fixture(scope="module")
-def server(app: Router) -> Iterator[str]:
-    with serve(make_asgi_app(app)) as base:
-        yield base
+server = server_fixture()
 
 
 def test_interleaved_requests_each_use_their_own_session(server: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from pyramid.router import Router
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.testing import TestApp
 
-from .compat_support import concurrently, serve
+from .compat_support import concurrently, server_fixture
 
 DOMAIN = "compat"
 GREETINGS = {"en": "Hello", "fr": "Bonjour", "de": "Hallo"}
@@ -102,10 +101,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Router:
     return make_app(tmp_path_factory.mktemp("locales"))
 
 
-@pytest.fixture(scope="module")
-def server(app: Router) -> Iterator[str]:
-    with serve(make_asgi_app(app)) as base:
-        yield base
+server = server_fixture()
 
 
 def test_interleaved_requests_render_their_own_page(server: str) -> None:

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.waiting import await_
 
-from .compat_support import concurrently, serve
+from .compat_support import concurrently, server_fixture
 
 KINDS = ("coroutine", "executor", "greenlet")
 PROFILE = {"Cookie": "pdtb_active=performance"}
@@ -88,10 +87,7 @@ def app(request: pytest.FixtureRequest) -> Router:
     return make_app(request.param)
 
 
-@pytest.fixture(scope="module")
-def server(app: Router) -> Iterator[str]:
-    with serve(make_asgi_app(app)) as base:
-        yield base
+server = server_fixture()
 
 
 def test_each_toolbar_page_shows_its_own_request(

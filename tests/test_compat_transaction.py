@@ -13,7 +13,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,9 @@ from aiopyramid_ng.transaction import ContextTransactionManager, RequestTransact
 from aiopyramid_ng.waiting import await_
 from aiopyramid_ng.wsgi import thread_loop
 
-from .compat_support import HOST, PATIENCE, concurrently, serve
+from .compat_support import concurrently, server_fixture
 from .conftest import LeakCheck
+from .servers import HOST, PATIENCE, wait_until
 
 KINDS = ("coroutine", "executor", "greenlet")
 
@@ -233,10 +234,7 @@ def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     return make_app(tmp_path_factory.mktemp("tm") / "db.sqlite", manager, pipeline)
 
 
-@pytest.fixture(scope="module")
-def server(app: Router) -> Iterator[str]:
-    with serve(make_asgi_app(app)) as base:
-        yield base
+server = server_fixture()
 
 
 def test_interleaved_requests_commit_exactly_their_own_rows(server: str, app: Router) -> None:
@@ -252,14 +250,8 @@ def test_interleaved_requests_commit_exactly_their_own_rows(server: str, app: Ro
     assert stored_tags(app) == expected
 
 
-def _wait_for_status(base: str, condition: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + PATIENCE
-    while True:
-        status: dict[str, Any] = httpx.get(f"{base}/status", timeout=PATIENCE).json()
-        if condition(status):
-            return status
-        assert time.monotonic() < deadline, status
-        time.sleep(0.01)
+def _wait_for_status(base: str, what: str, condition: Callable[[Any], bool]) -> None:
+    wait_until(lambda: httpx.get(f"{base}/status", timeout=PATIENCE).json(), what, condition)
 
 
 def test_a_disconnected_request_releases_its_transaction(server: str, app: Router) -> None:
@@ -267,10 +259,10 @@ def test_a_disconnected_request_releases_its_transaction(server: str, app: Route
     port = int(server.rsplit(":", 1)[1])
     with socket.create_connection((HOST, port), timeout=PATIENCE) as connection:
         connection.sendall(b"GET /hang/gone HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        _wait_for_status(server, lambda status: "gone" in status["entered"])
+        _wait_for_status(server, "the request to enter", lambda status: "gone" in status["entered"])
         assert httpx.get(f"{server}/status").json()["checkedout"] >= 1
     app.registry.gate.set()
-    _wait_for_status(server, lambda status: status["checkedout"] == 0)
+    _wait_for_status(server, "its connection to return", lambda status: status["checkedout"] == 0)
     if app.registry.settings["test.io_in_threads"]:
         # As on a threaded server, the request ran to its end and committed.
         assert stored_tags(app) == ["gone-a"]
