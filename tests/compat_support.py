@@ -1,4 +1,4 @@
-"""Serving add-on test applications under a real uvicorn, and hammering them with httpx.
+"""What the add-on compatibility tests share: their server, and views of every kind.
 
 Each ``test_compat_*`` module builds a Pyramid application with an add-on,
 serves it with :func:`serve` (uvicorn in a thread of the test process, so a
@@ -9,17 +9,31 @@ test can look at the application's database afterwards) and hammers it with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+from pyramid.config import Configurator
+from pyramid.request import Request
 from pyramid.router import Router
 
 from aiopyramid_ng.asgi import make_asgi_app
+from aiopyramid_ng.config import GreenletMapper
+from aiopyramid_ng.waiting import await_
 
 from .servers import PATIENCE, uvicorn_thread
+
+T = TypeVar("T")
+
+#: The kinds of view, each served at ``/{kind}`` by :func:`add_views_by_kind`.
+KINDS = ("coroutine", "executor", "greenlet")
+#: Requests to send, each as ``(method, path, httpx options)``.
+Requests = list[tuple[str, str, dict[str, Any]]]
+
+# -- serving -----------------------------------------------------------------------
 
 
 @contextmanager
@@ -44,7 +58,7 @@ def server_fixture() -> Any:
     return server
 
 
-async def _send_all(base: str, requests: list[tuple[str, str, dict[str, Any]]]) -> list[Any]:
+async def _send_all(base: str, requests: Requests) -> list[Any]:
     limits = httpx.Limits(max_connections=len(requests), max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base, timeout=PATIENCE, limits=limits) as client:
         return await asyncio.gather(
@@ -52,6 +66,73 @@ async def _send_all(base: str, requests: list[tuple[str, str, dict[str, Any]]]) 
         )
 
 
-def concurrently(base: str, requests: list[tuple[str, str, dict[str, Any]]]) -> list[Any]:
+def concurrently(base: str, requests: Requests) -> list[Any]:
     """Send ``(method, path, options)`` requests all at once; return the httpx responses."""
     return asyncio.run(_send_all(base, requests))
+
+
+def in_threads(work: Callable[[T], object], shares: Iterable[T]) -> list[BaseException]:
+    """Call ``work(share)`` for every share, each in a thread of its own, all at once.
+
+    Returns what the calls raised, once every thread has finished.
+    """
+    failures: list[BaseException] = []
+
+    def run(share: T) -> None:
+        try:
+            work(share)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return failures
+
+
+# -- views of every kind -------------------------------------------------------------
+
+
+def views_answering(
+    answer: Callable[[Request, str], T], pause: float
+) -> dict[str, Callable[[Request], Any]]:
+    """A view of each of :data:`KINDS` that returns ``answer(request, kind)``.
+
+    The coroutine and greenlet views first wait ``pause`` seconds on the
+    loop, so that interleaved requests switch in the middle of the request.
+    """
+
+    async def coroutine_view(request: Request) -> T:
+        await asyncio.sleep(pause)
+        return answer(request, "coroutine")
+
+    def executor_view(request: Request) -> T:
+        return answer(request, "executor")
+
+    def greenlet_view(request: Request) -> T:
+        await_(asyncio.sleep(pause))
+        return answer(request, "greenlet")
+
+    return {"coroutine": coroutine_view, "executor": executor_view, "greenlet": greenlet_view}
+
+
+def add_views_by_kind(
+    config: Configurator,
+    views: Mapping[str, Callable[..., Any]],
+    *,
+    suffix: str = "",
+    request_method: str | None = None,
+    **view_options: Any,
+) -> None:
+    """Serve each ``kind: view`` of ``views`` at ``/{kind}{suffix}``, a route named ``kind``.
+
+    The greenlet view gets :class:`~aiopyramid_ng.config.GreenletMapper`; the
+    others the default mapper, which runs an ``async def`` view as a
+    coroutine and any other in the executor.
+    """
+    for kind, view in views.items():
+        mapper = {"mapper": GreenletMapper} if kind == "greenlet" else {}
+        config.add_route(kind, f"/{kind}{suffix}", request_method=request_method)
+        config.add_view(view, route_name=kind, **view_options, **mapper)

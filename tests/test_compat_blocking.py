@@ -39,7 +39,7 @@ from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.events import ApplicationShutdown
 from aiopyramid_ng.testing import TestApp
 
-from .compat_support import concurrently, server_fixture
+from .compat_support import Requests, concurrently, server_fixture
 
 PAGES = 20
 
@@ -189,8 +189,8 @@ async def _dispose(event: ApplicationShutdown) -> None:
     await event.registry.engine.dispose()
 
 
-def plan(count: int) -> list[tuple[str, str, dict[str, Any]]]:
-    requests: list[tuple[str, str, dict[str, Any]]] = []
+def plan(count: int) -> Requests:
+    requests: Requests = []
     for n in range(count):
         page = f"/Page{n % PAGES}"
         if n % 10 in (3, 4):

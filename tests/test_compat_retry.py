@@ -7,8 +7,6 @@ aiopyramid_ng wraps, so both include orders are served.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -20,14 +18,19 @@ from pyramid.router import Router
 from pyramid_retry import mark_error_retryable
 
 from aiopyramid_ng.asgi import make_asgi_app
-from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.testing import TestApp
-from aiopyramid_ng.waiting import await_
 from aiopyramid_ng.wsgi import GreenletExecutionPolicy
 
-from .compat_support import concurrently, server_fixture
+from .compat_support import (
+    KINDS,
+    Requests,
+    add_views_by_kind,
+    concurrently,
+    in_threads,
+    server_fixture,
+    views_answering,
+)
 
-KINDS = ("coroutine", "executor", "greenlet")
 ORDERS = [("aiopyramid_ng", "pyramid_retry"), ("pyramid_retry", "aiopyramid_ng")]
 
 
@@ -45,36 +48,16 @@ def _answer(request: Request, kind: str) -> dict[str, Any]:
     return {"kind": kind, "attempt": attempt, "body": request.text}
 
 
-async def coroutine_view(request: Request) -> dict[str, Any]:
-    await asyncio.sleep(0.002)
-    return _answer(request, "coroutine")
-
-
-def executor_view(request: Request) -> dict[str, Any]:
-    return _answer(request, "executor")
-
-
-def greenlet_view(request: Request) -> dict[str, Any]:
-    await_(asyncio.sleep(0.002))
-    return _answer(request, "greenlet")
-
-
 def make_app(order: tuple[str, str]) -> Router:
     with Configurator(settings={"retry.attempts": "2"}) as config:
         for name in order:
             config.include(name)
-        config.add_route("coroutine", "/coroutine", request_method="POST")
-        config.add_view(coroutine_view, route_name="coroutine", renderer="json")
-        config.add_route("executor", "/executor", request_method="POST")
-        config.add_view(executor_view, route_name="executor", renderer="json")
-        config.add_route("greenlet", "/greenlet", request_method="POST")
-        config.add_view(
-            greenlet_view, route_name="greenlet", renderer="json", mapper=GreenletMapper
-        )
+        views = views_answering(_answer, pause=0.002)
+        add_views_by_kind(config, views, request_method="POST", renderer="json")
         return config.make_wsgi_app()
 
 
-def plan(count: int) -> list[tuple[str, str, dict[str, Any]]]:
+def plan(count: int) -> Requests:
     return [
         ("POST", f"/{KINDS[n % 3]}", {"content": f"body {n} ".encode() * (n + 1)})
         for n in range(count)
@@ -114,19 +97,10 @@ def test_in_process_asgi(app: Router) -> None:
 
 def test_webtest_from_several_threads(app: Router) -> None:
     client = webtest.TestApp(app)
-    failures: list[BaseException] = []
 
-    def run(share: list[tuple[str, str, dict[str, Any]]]) -> None:
-        try:
-            for _, path, options in share:
-                check(path, options["content"], client.post(path, options["content"]).json)
-        except BaseException as exc:
-            failures.append(exc)
+    def post(share: Requests) -> None:
+        for _, path, options in share:
+            check(path, options["content"], client.post(path, options["content"]).json)
 
     requests = plan(12)
-    threads = [threading.Thread(target=run, args=(requests[n::3],)) for n in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    assert in_threads(post, [requests[n::3] for n in range(3)]) == []

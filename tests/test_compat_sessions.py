@@ -23,14 +23,12 @@ from pyramid.router import Router
 from pyramid.session import SignedCookieSessionFactory
 
 from aiopyramid_ng.asgi import make_asgi_app
-from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.sessions import async_session_factory
 from aiopyramid_ng.testing import TestApp
 
-from .compat_support import server_fixture
+from .compat_support import KINDS, add_views_by_kind, server_fixture, views_answering
 from .servers import PATIENCE
 
-KINDS = ("coroutine", "executor", "greenlet")
 COOKIE = "store_session"
 
 
@@ -78,20 +76,6 @@ def _count(request: Request, kind: str) -> dict[str, Any]:
     return {"client": request.params["client"], "visits": session["visits"], "kind": kind}
 
 
-async def coroutine_view(request: Request) -> dict[str, Any]:
-    await asyncio.sleep(0.001)
-    return _count(request, "coroutine")
-
-
-def executor_view(request: Request) -> dict[str, Any]:
-    # The async factory is awaited on the request's loop from this thread.
-    return _count(request, "executor")
-
-
-def greenlet_view(request: Request) -> dict[str, Any]:
-    return _count(request, "greenlet")
-
-
 def make_app(sessions: str, wrap: bool = False) -> Router:
     with Configurator() as config:
         config.include("aiopyramid_ng")
@@ -101,14 +85,8 @@ def make_app(sessions: str, wrap: bool = False) -> Router:
             config.registry.store = Store()
             factory = async_session_factory(store_session) if wrap else store_session
             config.set_session_factory(factory)
-        for kind, view in (
-            ("coroutine", coroutine_view),
-            ("executor", executor_view),
-            ("greenlet", greenlet_view),
-        ):
-            options = {"mapper": GreenletMapper} if kind == "greenlet" else {}
-            config.add_route(kind, f"/{kind}")
-            config.add_view(view, route_name=kind, renderer="json", **options)
+        # In the executor view's thread, request.session awaits an async factory on the loop.
+        add_views_by_kind(config, views_answering(_count, pause=0.001), renderer="json")
         return config.make_wsgi_app()
 
 

@@ -45,7 +45,7 @@ from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.waiting import await_
 from aiopyramid_ng.wsgi import thread_loop
 
-from .compat_support import concurrently, server_fixture
+from .compat_support import add_views_by_kind, concurrently, server_fixture
 from .conftest import LeakCheck
 from .servers import PATIENCE
 
@@ -161,14 +161,8 @@ def make_app(database: Path) -> Router:
         config.add_request_method(async_dbsession, reify=True)
         config.add_request_method(dbsession, reify=True)
         config.add_subscriber(_dispose, ApplicationShutdown)
-        config.add_route("coroutine", "/coroutine/{tag}")
-        config.add_view(coroutine_view, route_name="coroutine", renderer="json")
-        config.add_route("greenlet", "/greenlet/{tag}")
-        config.add_view(
-            greenlet_view, route_name="greenlet", renderer="json", mapper=GreenletMapper
-        )
-        config.add_route("executor", "/executor/{tag}")
-        config.add_view(executor_view, route_name="executor", renderer="json")
+        views = {"coroutine": coroutine_view, "greenlet": greenlet_view, "executor": executor_view}
+        add_views_by_kind(config, views, suffix="/{tag}", renderer="json")
         config.add_route("shared", "/shared")
         config.add_view(shared_view, route_name="shared", mapper=GreenletMapper)
         config.add_exception_view(shared_error_view, SharedSessionError)

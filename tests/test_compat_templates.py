@@ -21,7 +21,7 @@ from pyramid.router import Router
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.testing import TestApp
 
-from .compat_support import concurrently, server_fixture
+from .compat_support import Requests, concurrently, server_fixture
 
 DOMAIN = "compat"
 GREETINGS = {"en": "Hello", "fr": "Bonjour", "de": "Hallo"}
@@ -80,7 +80,7 @@ def make_app(locales: Path) -> Router:
         return config.make_wsgi_app()
 
 
-def plan(count: int) -> list[tuple[str, str, dict[str, Any]]]:
+def plan(count: int) -> Requests:
     locales = list(GREETINGS)
     paths = [f"/{engine}/{kind}" for engine in RENDERERS for kind in ("coroutine", "executor")]
     return [

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import re
 import time
-from typing import Any
 
 import pytest
 import webtest
@@ -23,13 +22,11 @@ from pyramid.response import Response
 from pyramid.router import Router
 
 from aiopyramid_ng.asgi import make_asgi_app
-from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.waiting import await_
 
-from .compat_support import concurrently, server_fixture
+from .compat_support import KINDS, Requests, add_views_by_kind, concurrently, server_fixture
 
-KINDS = ("coroutine", "executor", "greenlet")
 PROFILE = {"Cookie": "pdtb_active=performance"}
 log = logging.getLogger("compat.toolbar")
 
@@ -62,13 +59,8 @@ def make_app(pipeline: str) -> Router:
     with Configurator(settings=settings) as config:
         config.include("pyramid_debugtoolbar")
         config.include("aiopyramid_ng")
-        for kind, view, options in (
-            ("coroutine", coroutine_view, {}),
-            ("executor", executor_view, {}),
-            ("greenlet", greenlet_view, {"mapper": GreenletMapper}),
-        ):
-            config.add_route(kind, f"/{kind}")
-            config.add_view(view, route_name=kind, **options)
+        views = {"coroutine": coroutine_view, "executor": executor_view, "greenlet": greenlet_view}
+        add_views_by_kind(config, views)
         return config.make_wsgi_app()
 
 
@@ -93,7 +85,7 @@ server = server_fixture()
 def test_each_toolbar_page_shows_its_own_request(
     server: str, app: Router, caplog: pytest.LogCaptureFixture
 ) -> None:
-    requests: list[tuple[str, str, dict[str, Any]]] = [
+    requests: Requests = [
         ("GET", f"/{KINDS[n % 3]}", {"params": {"tag": f"t{n}"}, "headers": PROFILE})
         for n in range(30)
     ]

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,16 @@ from aiopyramid_ng.transaction import ContextTransactionManager, RequestTransact
 from aiopyramid_ng.waiting import await_
 from aiopyramid_ng.wsgi import thread_loop
 
-from .compat_support import concurrently, server_fixture
+from .compat_support import (
+    KINDS,
+    Requests,
+    add_views_by_kind,
+    concurrently,
+    in_threads,
+    server_fixture,
+)
 from .conftest import LeakCheck
 from .servers import HOST, PATIENCE, wait_until
-
-KINDS = ("coroutine", "executor", "greenlet")
 
 
 class Base(DeclarativeBase):
@@ -181,14 +187,8 @@ def make_app(database: Path, manager: str, pipeline: str) -> Router:
         if not io_in_threads:
             config.registry.async_engine = async_engine
             config.add_subscriber(close_connections, ApplicationShutdown)
-        config.add_route("coroutine", "/coroutine/{tag}")
-        config.add_view(coroutine_view, route_name="coroutine", renderer="json")
-        config.add_route("executor", "/executor/{tag}")
-        config.add_view(executor_view, route_name="executor", renderer="json")
-        config.add_route("greenlet", "/greenlet/{tag}")
-        config.add_view(
-            greenlet_view, route_name="greenlet", renderer="json", mapper=GreenletMapper
-        )
+        views = {"coroutine": coroutine_view, "executor": executor_view, "greenlet": greenlet_view}
+        add_views_by_kind(config, views, suffix="/{tag}", renderer="json")
         config.add_exception_view(boom_view, Boom)
         config.registry.bind = bind
         config.registry.entered = set()
@@ -210,9 +210,9 @@ def clear(app: Router) -> None:
         session.query(Row).delete()
 
 
-def plan(count: int, prefix: str) -> tuple[list[tuple[str, str, dict[str, Any]]], list[str]]:
+def plan(count: int, prefix: str) -> tuple[Requests, list[str]]:
     """``count`` requests over every view kind; the expected rows."""
-    requests: list[tuple[str, str, dict[str, Any]]] = []
+    requests: Requests = []
     expected: list[str] = []
     for number in range(count):
         kind = KINDS[number % len(KINDS)]
@@ -222,6 +222,12 @@ def plan(count: int, prefix: str) -> tuple[list[tuple[str, str, dict[str, Any]]]
         if not fail:
             expected += [f"{tag}-a", f"{tag}-b"]
     return requests, sorted(expected)
+
+
+def get_each(client: webtest.TestApp, requests: Requests) -> None:
+    """Send the planned requests one by one; each fails or succeeds as planned."""
+    for _, path, options in requests:
+        client.get(path, params=options["params"], status=500 if options["params"] else 200)
 
 
 SETUPS = [("threadlocal", "executor"), ("threadlocal", "greenlet"), ("explicit", "greenlet")]
@@ -278,14 +284,11 @@ def test_in_process_asgi_and_webtest(
     app = make_app(tmp_path / "db.sqlite", manager, pipeline)
     requests, expected = plan(12, "t")
     with TestApp(make_asgi_app(app)) as client:
-        for _, path, options in requests:
-            client.get(path, params=options["params"], status=500 if options["params"] else 200)
+        get_each(client, requests)
     assert stored_tags(app) == expected
     clear(app)
     # Plain WSGI: each request runs on the calling thread's loop.
-    client = webtest.TestApp(app)
-    for _, path, options in requests:
-        client.get(path, params=options["params"], status=500 if options["params"] else 200)
+    get_each(webtest.TestApp(app), requests)
     assert stored_tags(app) == expected
     if pipeline == "greenlet":
         # No lifespan in plain WSGI: close the connections made on this thread's loop.
@@ -298,21 +301,7 @@ def test_webtest_from_several_threads(tmp_path: Path) -> None:
     app = make_app(tmp_path / "db.sqlite", "threadlocal", "executor")
     requests, expected = plan(24, "w")
     client = webtest.TestApp(app)
-    failures: list[BaseException] = []
-
-    def run(share: list[tuple[str, str, dict[str, Any]]]) -> None:
-        try:
-            for _, path, options in share:
-                client.get(path, params=options["params"], status=500 if options["params"] else 200)
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run, args=(requests[n::4],)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert failures == []
+    assert in_threads(partial(get_each, client), [requests[n::4] for n in range(4)]) == []
     assert stored_tags(app) == expected
 
 
