@@ -1,4 +1,4 @@
-"""What the add-on compatibility tests share: their server, and views of every kind.
+"""What the add-on compatibility tests share: their server, views of every kind, a database.
 
 Each ``test_compat_*`` module builds a Pyramid application with an add-on,
 serves it with :func:`serve` (uvicorn in a thread of the test process, so a
@@ -16,12 +16,16 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import zope.sqlalchemy
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.router import Router
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.config import GreenletMapper
+from aiopyramid_ng.events import ApplicationShutdown
 from aiopyramid_ng.waiting import await_
 
 from .servers import PATIENCE, uvicorn_thread
@@ -136,3 +140,39 @@ def add_views_by_kind(
         mapper = {"mapper": GreenletMapper} if kind == "greenlet" else {}
         config.add_route(kind, f"/{kind}{suffix}", request_method=request_method)
         config.add_view(view, route_name=kind, **view_options, **mapper)
+
+
+# -- a database ----------------------------------------------------------------------
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Row(Base):
+    """A row a request wrote, named by ``tag``."""
+
+    __tablename__ = "rows"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tag: Mapped[str] = mapped_column(String(50))
+
+
+def include_tm_with_sessions(config: Configurator, sessions: sessionmaker[Session]) -> None:
+    """Include pyramid_tm, and give each request a reified ``dbsession`` from ``sessions``.
+
+    As in Pyramid's cookiecutter, the session joins the transaction that
+    pyramid_tm begins for the request (through zope.sqlalchemy).
+    """
+    config.include("pyramid_tm")
+
+    def dbsession(request: Request) -> Session:
+        session = sessions()
+        zope.sqlalchemy.register(session, transaction_manager=request.tm)
+        return session
+
+    config.add_request_method(dbsession, reify=True)
+
+
+async def dispose_async_engine(event: ApplicationShutdown) -> None:
+    """Close the connections of ``registry.async_engine`` on the loop that opened them."""
+    await event.registry.async_engine.dispose()

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zope.sqlalchemy
 from pyramid.authorization import ACLHelper, Allow, Authenticated, Everyone
 from pyramid.config import Configurator
 from pyramid.httpexceptions import HTTPNotFound
@@ -39,7 +38,13 @@ from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.events import ApplicationShutdown
 from aiopyramid_ng.testing import TestApp
 
-from .compat_support import Requests, concurrently, server_fixture
+from .compat_support import (
+    Requests,
+    concurrently,
+    dispose_async_engine,
+    include_tm_with_sessions,
+    server_fixture,
+)
 
 PAGES = 20
 
@@ -152,15 +157,9 @@ def make_app(database: Path, mode: str, **settings: Any) -> Router:
         settings["aiopyramid_ng.pipeline"] = "executor" if mode == "executor" else "greenlet"
     _count_connections(engine.sync_engine if mode == "greenlet" else engine, settings)
 
-    def dbsession(request: Request) -> Session:
-        session = factory()
-        zope.sqlalchemy.register(session, transaction_manager=request.tm)
-        return session
-
     with Configurator(settings=settings) as config:
         config.include("aiopyramid_ng")
-        config.include("pyramid_tm")
-        config.add_request_method(dbsession, reify=True)
+        include_tm_with_sessions(config, factory)
         config.set_security_policy(SecurityPolicy())
         config.add_route("view_page", "/{pagename}", factory=PageResource)
         config.add_route("edit_page", "/{pagename}/edit", factory=PageResource)
@@ -172,7 +171,8 @@ def make_app(database: Path, mode: str, **settings: Any) -> Router:
         )
         config.registry.engine = engine
         if mode == "greenlet":
-            config.add_subscriber(_dispose, ApplicationShutdown)
+            config.registry.async_engine = engine
+            config.add_subscriber(dispose_async_engine, ApplicationShutdown)
         return config.make_wsgi_app()
 
 
@@ -183,10 +183,6 @@ def _count_connections(engine: Any, settings: dict[str, Any]) -> None:
     @event.listens_for(engine, "before_cursor_execute")
     def record(*args: Any) -> None:
         threads.add(threading.current_thread().name)
-
-
-async def _dispose(event: ApplicationShutdown) -> None:
-    await event.registry.engine.dispose()
 
 
 def plan(count: int) -> Requests:

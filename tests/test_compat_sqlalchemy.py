@@ -24,16 +24,9 @@ from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.router import Router
-from sqlalchemy import String, create_engine, func, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import (
-    DeclarativeBase,
-    Mapped,
-    Session,
-    mapped_column,
-    scoped_session,
-    sessionmaker,
-)
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.bridge import spawn_greenlet
@@ -45,21 +38,18 @@ from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.waiting import await_
 from aiopyramid_ng.wsgi import thread_loop
 
-from .compat_support import add_views_by_kind, concurrently, server_fixture
+from .compat_support import (
+    Base,
+    Row,
+    add_views_by_kind,
+    concurrently,
+    dispose_async_engine,
+    server_fixture,
+)
 from .conftest import LeakCheck
 from .servers import PATIENCE
 
 KINDS = ("coroutine", "greenlet", "executor")
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Row(Base):
-    __tablename__ = "rows"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    tag: Mapped[str] = mapped_column(String(50))
 
 
 # -- a session per request -------------------------------------------------------
@@ -141,10 +131,6 @@ def shared_error_view(exc: SharedSessionError, request: Request) -> Response:
     return Response(str(exc), status=409)
 
 
-async def _dispose(event: ApplicationShutdown) -> None:
-    await event.registry.async_engine.dispose()
-
-
 def make_app(database: Path) -> Router:
     sync_engine = create_engine(f"sqlite:///{database}")
     Base.metadata.create_all(sync_engine)
@@ -160,7 +146,7 @@ def make_app(database: Path) -> Router:
         registry.gate = asyncio.Event()
         config.add_request_method(async_dbsession, reify=True)
         config.add_request_method(dbsession, reify=True)
-        config.add_subscriber(_dispose, ApplicationShutdown)
+        config.add_subscriber(dispose_async_engine, ApplicationShutdown)
         views = {"coroutine": coroutine_view, "greenlet": greenlet_view, "executor": executor_view}
         add_views_by_kind(config, views, suffix="/{tag}", renderer="json")
         config.add_route("shared", "/shared")

@@ -22,14 +22,13 @@ import httpx
 import pytest
 import transaction
 import webtest
-import zope.sqlalchemy
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.router import Router
-from sqlalchemy import String, create_engine, select
+from sqlalchemy import create_engine, select
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.config import GreenletMapper
@@ -42,24 +41,18 @@ from aiopyramid_ng.wsgi import thread_loop
 
 from .compat_support import (
     KINDS,
+    Base,
     Requests,
+    Row,
     add_views_by_kind,
     concurrently,
+    dispose_async_engine,
     in_threads,
+    include_tm_with_sessions,
     server_fixture,
 )
 from .conftest import LeakCheck
 from .servers import HOST, PATIENCE, wait_until
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Row(Base):
-    __tablename__ = "rows"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    tag: Mapped[str] = mapped_column(String(50))
 
 
 class Boom(Exception):
@@ -148,10 +141,6 @@ def status_view(request: Request) -> dict[str, Any]:
     return {"entered": sorted(registry.entered), "checkedout": registry.bind.pool.checkedout()}
 
 
-async def close_connections(event: ApplicationShutdown) -> None:
-    await event.registry.async_engine.dispose()
-
-
 def make_app(database: Path, manager: str, pipeline: str) -> Router:
     """The cookiecutter stack.  A sync engine needs the executor pipeline:
     pyramid_tm commits in a tween, which would otherwise block the loop."""
@@ -171,22 +160,14 @@ def make_app(database: Path, manager: str, pipeline: str) -> Router:
         # Sync sessions over an async engine: their I/O waits on the loop.
         async_engine = create_async_engine(f"sqlite+aiosqlite:///{database}")
         bind = async_engine.sync_engine
-    factory = sessionmaker(bind=bind)
-
-    def dbsession(request: Request) -> Session:
-        session = factory()
-        zope.sqlalchemy.register(session, transaction_manager=request.tm)
-        return session
-
     with Configurator(settings=settings) as config:
         config.include("aiopyramid_ng")
-        config.include("pyramid_tm")
-        config.add_request_method(dbsession, reify=True)
+        include_tm_with_sessions(config, sessionmaker(bind=bind))
         config.add_tween(f"{__name__}.transaction_recorder", under="pyramid_tm.tm_tween_factory")
         config.registry.engine = engine
         if not io_in_threads:
             config.registry.async_engine = async_engine
-            config.add_subscriber(close_connections, ApplicationShutdown)
+            config.add_subscriber(dispose_async_engine, ApplicationShutdown)
         views = {"coroutine": coroutine_view, "executor": executor_view, "greenlet": greenlet_view}
         add_views_by_kind(config, views, suffix="/{tag}", renderer="json")
         config.add_exception_view(boom_view, Boom)
