@@ -109,15 +109,16 @@ def test_interleaved_under_uvicorn(server: str, caplog: pytest.LogCaptureFixture
         _check(path, response.status_code, response.text)
 
 
-def test_in_process_asgi_and_webtest(app: Router) -> None:
-    with TestApp(make_asgi_app(app)) as client:
-        for path in PATHS:
-            response = client.get(path, status="*")
-            _check(path, response.status_int, response.text)
-    client = webtest.TestApp(app)
+def _check_each_path(client: webtest.TestApp) -> None:
     for path in PATHS:
         response = client.get(path, status="*")
         _check(path, response.status_int, response.text)
+
+
+def test_in_process_asgi_and_webtest(app: Router) -> None:
+    with TestApp(make_asgi_app(app)) as client:
+        _check_each_path(client)
+    _check_each_path(webtest.TestApp(app))
 
 
 def test_the_error_chains_the_original() -> None:

@@ -111,13 +111,13 @@ def test_interleaved_requests_render_their_own_page(server: str) -> None:
         assert response.text.strip() == expected(path, options["params"])
 
 
+def _render_each(client: webtest.TestApp, requests: Requests) -> None:
+    for _, path, options in requests:
+        assert client.get(path, options["params"]).text.strip() == expected(path, options["params"])
+
+
 def test_in_process_asgi_and_webtest(app: Router) -> None:
     requests = plan(12)
     with TestApp(make_asgi_app(app)) as client:
-        for _, path, options in requests:
-            assert client.get(path, options["params"]).text.strip() == expected(
-                path, options["params"]
-            )
-    client = webtest.TestApp(app)
-    for _, path, options in requests:
-        assert client.get(path, options["params"]).text.strip() == expected(path, options["params"])
+        _render_each(client, requests)
+    _render_each(webtest.TestApp(app), requests)
