@@ -67,26 +67,47 @@ def wsgi_path(scope: Scope) -> tuple[str, str]:
     return script_name, path_info
 
 
-def _headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[str, str]]:
-    joined: dict[str, list[str]] = {}
+#: WSGI key of each header name seen so far ("" for a name that is dropped).
+#: Clients send the same few dozen names over and over; the cache is bounded
+#: so that a client inventing names cannot grow it without end.
+_header_keys: dict[bytes, str] = {}
+_HEADER_KEYS_MAX = 512
+
+
+def _header_key(raw_name: bytes) -> str:
+    name = raw_name.decode("latin-1").lower()
+    if "_" in name:
+        # "X-User_Id" and "X-User-Id" would both become HTTP_X_USER_ID; a
+        # client could then smuggle a value past a proxy that strips or
+        # sets the dashed one.  Such headers are dropped, as nginx does.
+        key = ""
+    elif name == "content-type":
+        key = "CONTENT_TYPE"
+    elif name == "content-length":
+        key = "CONTENT_LENGTH"
+    else:
+        key = "HTTP_" + name.upper().replace("-", "_")
+    if len(_header_keys) < _HEADER_KEYS_MAX:
+        _header_keys[raw_name] = key
+    return key
+
+
+def _add_headers(environ: Environ, raw_headers: Iterable[tuple[bytes, bytes]]) -> None:
+    keys = _header_keys
     for raw_name, raw_value in raw_headers:
-        name = raw_name.decode("latin-1").lower()
-        if "_" in name:
-            # "X-User_Id" and "X-User-Id" would both become HTTP_X_USER_ID; a
-            # client could then smuggle a value past a proxy that strips or
-            # sets the dashed one.  Such headers are dropped, as nginx does.
+        key = keys.get(raw_name)
+        if key is None:
+            key = _header_key(raw_name)
+        if not key:
             continue
-        joined.setdefault(name, []).append(raw_value.decode("latin-1"))
-    for name, values in joined.items():
-        if name == "content-type":
-            key = "CONTENT_TYPE"
-        elif name == "content-length":
-            key = "CONTENT_LENGTH"
-        else:
-            key = "HTTP_" + name.upper().replace("-", "_")
-        # RFC 9110 joins repeated fields with commas; Cookie is the exception
-        # (RFC 6265 section 5.4), its pairs are separated by semicolons.
-        yield key, ("; " if name == "cookie" else ", ").join(values)
+        value = raw_value.decode("latin-1")
+        if key in environ:
+            # RFC 9110 joins repeated fields with commas; Cookie is the
+            # exception (RFC 6265 section 5.4), its pairs are separated by
+            # semicolons.
+            separator = "; " if key == "HTTP_COOKIE" else ", "
+            value = environ[key] + separator + value
+        environ[key] = value
 
 
 def build_environ(scope: Scope, body: IO[bytes], content_length: int) -> Environ:
@@ -120,7 +141,7 @@ def build_environ(scope: Scope, body: IO[bytes], content_length: int) -> Environ
         "wsgi.file_wrapper": FileWrapper,
         "asgi.scope": scope,
     }
-    environ.update(_headers(scope.get("headers", ())))
+    _add_headers(environ, scope.get("headers", ()))
     environ["CONTENT_LENGTH"] = str(content_length) if content_length else ""
     environ.setdefault("CONTENT_TYPE", "")
     server = scope.get("server")
