@@ -14,6 +14,12 @@ Scenarios:
   on a running loop, as the ASGI adapter does.
 * ``... (WSGI mode)``: the same router called as a plain WSGI app, which runs
   the request on the thread's persistent loop.
+* ``... (ASGI adapter)``: the whole ASGI path (``make_asgi_app``: body,
+  environ, request greenlet, response messages) called as a server would,
+  with ``receive``/``send`` that return at once.
+
+It only reports; ``.ci/run`` prints a short run of it so that a change in
+the per-request cost shows up in the CI log.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.router import Router
 
+from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.bridge import spawn_greenlet
 from aiopyramid_ng.config import (
     CoroutineMapper,
@@ -37,6 +44,7 @@ from aiopyramid_ng.config import (
     ExecutorMapper,
     GreenletMapper,
 )
+from aiopyramid_ng.types import Message
 
 
 def hello(request: Request) -> Response:
@@ -85,6 +93,46 @@ def time_bridge(app: Router, requests: int) -> float:
     return asyncio.run(run())
 
 
+SCOPE = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/",
+    "raw_path": b"/",
+    "query_string": b"",
+    "root_path": "",
+    "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench"), (b"accept", b"*/*")],
+    "client": ("127.0.0.1", 50000),
+    "server": ("127.0.0.1", 8000),
+}
+
+
+def time_asgi(app: Router, requests: int) -> float:
+    asgi_app = make_asgi_app(app)
+
+    async def send(message: Message) -> None:
+        pass
+
+    async def one() -> None:
+        messages = iter([{"type": "http.request", "body": b"", "more_body": False}])
+
+        async def receive() -> Message:
+            # Then nothing, as from a client waiting for its response.
+            return next(messages, None) or await asyncio.get_running_loop().create_future()
+
+        await asgi_app(dict(SCOPE), receive, send)
+
+    async def run() -> float:
+        started = time.perf_counter()
+        for _ in range(requests):
+            await asyncio.create_task(one())  # a Task per request, as a server runs it
+        return (time.perf_counter() - started) / requests
+
+    return asyncio.run(run())
+
+
 def scenarios() -> Iterable[tuple[str, Router, Callable[[Router, int], float]]]:
     yield "direct WSGI (stock Pyramid)", build(None, None), time_sync
     for mapper, view, kind in [
@@ -97,6 +145,8 @@ def scenarios() -> Iterable[tuple[str, Router, Callable[[Router, int], float]]]:
         app = build(view, mapper)
         yield f"{mapper.__name__} / {kind} (bridge)", app, time_bridge
         yield f"{mapper.__name__} / {kind} (WSGI mode)", app, time_sync
+        if mapper is CoroutineOrExecutorMapper:
+            yield f"{mapper.__name__} / {kind} (ASGI adapter)", app, time_asgi
 
 
 def main() -> None:
