@@ -1,0 +1,521 @@
+"""Benchmarks: aiopyramid_ng on uvicorn against raw ASGI, Starlette and other ways to run Pyramid.
+
+For every round, every scenario and every server (see ``apps.py``), in an
+order that rotates each round: start the server in its own process on a free
+port of 127.0.0.1, wait until it accepts connections, warm it up, load it for
+``--duration`` seconds, read its peak resident memory, and stop it by its
+PID.  HTTP load comes from ``wrk`` when it is on ``PATH`` (the built-in
+asyncio generator otherwise, or with ``--load builtin``); WebSocket load
+always from the built-in one.  Servers run on one half of the cores and the
+load generator on the other when there are at least two.
+
+The table lists each run; the summary gives, per aiopyramid_ng variant, the
+median over rounds of its ratio to each baseline measured in the same round.
+
+    python benchmarks/run.py                      # every scenario, 3 rounds
+    python benchmarks/run.py --scenarios hello,ws-echo --duration 3 --rounds 5
+    python benchmarks/run.py --list               # the scenarios and servers
+
+Nothing is installed: the servers need ``pip install -e '.[bench]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from load import Request, Result, builtin_load, websocket_echo, websocket_idle, wrk_load
+
+NG = "aiopyramid_ng"
+BASELINES = ("raw ASGI", "Starlette", "waitress", "WsgiToAsgi", "a2wsgi")
+FORM = b"&".join(b"field%d=%s" % (i, b"v" * 250) for i in range(250))[: 64 * 1024]
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    #: aiopyramid_ng variant -> its request; the baselines use ``baseline``.
+    variants: dict[str, Request]
+    baseline: Request
+    connections: int
+    servers: tuple[str, ...] = BASELINES[1:]
+    #: "http", "ws-echo" or "ws-idle".
+    kind: str = "http"
+
+
+def _get(path: str) -> Request:
+    return Request(path)
+
+
+SCENARIOS = [
+    Scenario(
+        "hello",
+        "hello world, 64 connections",
+        {
+            f"{NG} async def": _get("/hello"),
+            f"{NG} sync (executor)": _get("/hello-sync"),
+            f"{NG} GreenletMapper": _get("/hello-greenlet"),
+        },
+        _get("/hello"),
+        64,
+        BASELINES,
+    ),
+    Scenario(
+        "await-200",
+        "view awaiting 50 ms, 200 connections",
+        {f"{NG} async def": _get("/sleep")},
+        _get("/sleep"),
+        200,
+    ),
+    Scenario(
+        "await-1000",
+        "view awaiting 50 ms, 1000 connections",
+        {f"{NG} async def": _get("/sleep")},
+        _get("/sleep"),
+        1000,
+    ),
+    Scenario(
+        "blocking",
+        "view blocking 50 ms in a thread pool, 64 connections",
+        {f"{NG} sync (executor)": _get("/blocking")},
+        _get("/blocking"),
+        64,
+    ),
+    Scenario(
+        "json",
+        "JSON renderer, 10 KB body, 64 connections",
+        {f"{NG} async def": _get("/json")},
+        _get("/json"),
+        64,
+    ),
+    Scenario(
+        "form",
+        "POST of a 64 KB form, 64 connections",
+        {f"{NG} async def": Request("/form", "POST", FORM, "application/x-www-form-urlencoded")},
+        Request("/form", "POST", FORM, "application/x-www-form-urlencoded"),
+        64,
+    ),
+    Scenario(
+        "stream",
+        "streamed response, 16 chunks of 1 KB, 64 connections",
+        {f"{NG} async def": _get("/stream")},
+        _get("/stream"),
+        64,
+    ),
+    Scenario(
+        "ws-echo",
+        "WebSocket echo, 64 connections (messages/s)",
+        {f"{NG} WebsocketMapper": _get("/ws")},
+        _get("/ws"),
+        64,
+        ("Starlette",),
+        "ws-echo",
+    ),
+    Scenario(
+        "ws-idle",
+        "10,000 idle WebSocket connections (RSS per connection)",
+        {f"{NG} WebsocketMapper": _get("/ws")},
+        _get("/ws"),
+        10_000,
+        ("Starlette",),
+        "ws-idle",
+    ),
+]
+
+
+# --- processes and cores -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def split_cores() -> tuple[set[int], set[int]] | None:
+    """Return (server cores, load cores), or None when they cannot be kept apart."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None
+    half = len(cores) // 2
+    return set(cores[:half]), set(cores[half:])
+
+
+def pin(pid: int, cores: set[int] | None) -> None:
+    if cores is not None:
+        os.sched_setaffinity(pid, cores)
+
+
+def memory_kib(pid: int, key: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of ``pid``, in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"^{key}:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        """Stop the server by its PID: SIGTERM, then SIGKILL if it hangs."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def start_server(name: str, cores: set[int] | None, logs: Path) -> Server:
+    port = free_port()
+    log = logs / f"{name.replace(' ', '-')}-{port}.log"
+    here = Path(__file__).resolve().parent
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(here / "run.py"), "--serve", name, str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    pin(process.pid, cores)
+    server = Server(name, port, process, log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the {name} server exited at start; see {log}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"the {name} server did not start; see {log}")
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    round: int
+    scenario: str
+    variant: str
+    result: Result
+    peak_rss_mib: float
+    #: For ws-idle: KiB of server RSS per open connection.
+    kib_per_connection: float = float("nan")
+
+
+@dataclass
+class Options:
+    duration: float
+    warmup: float
+    timeout: float
+    wrk: str | None
+    load_cores: set[int] | None
+    idle_connections: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def measure(
+    server: Server, scenario: Scenario, request: Request, options: Options
+) -> tuple[Result, float]:
+    """Warm ``server`` up, load it; return the result and KiB per connection (ws-idle)."""
+    port = server.port
+    if scenario.kind == "ws-echo":
+        websocket_echo(port, request.path, 8, options.warmup, options.timeout)
+        return websocket_echo(
+            port, request.path, scenario.connections, options.duration, options.timeout
+        ), float("nan")
+    if scenario.kind == "ws-idle":
+        websocket_echo(port, request.path, 8, options.warmup, options.timeout)
+        wanted = options.idle_connections
+        opened, failed, added = websocket_idle(
+            port,
+            request.path,
+            wanted,
+            options.timeout,
+            lambda: memory_kib(server.process.pid, "VmRSS"),
+        )
+        per_connection = added / opened if opened else float("nan")
+        return Result(opened, float("nan"), float("nan"), failed), per_connection
+
+    def load(duration: float) -> Result:
+        if options.wrk is not None:
+            threads = len(options.load_cores) if options.load_cores else 1
+            return wrk_load(
+                options.wrk,
+                port,
+                request,
+                scenario.connections,
+                duration,
+                options.timeout,
+                threads,
+            )
+        return builtin_load(port, request, scenario.connections, duration, options.timeout)
+
+    load(options.warmup)
+    return load(options.duration), float("nan")
+
+
+def run_one(
+    number: int,
+    scenario: Scenario,
+    variant: str,
+    server_name: str,
+    request: Request,
+    server_cores: set[int] | None,
+    logs: Path,
+    options: Options,
+) -> Run:
+    server = start_server(server_name, server_cores, logs)
+    try:
+        result, per_connection = measure(server, scenario, request, options)
+        peak = memory_kib(server.process.pid, "VmHWM") / 1024
+    finally:
+        server.stop()
+    return Run(number, scenario.name, variant, result, peak, per_connection)
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+
+def print_run(run: Run) -> None:
+    result = run.result
+    if run.scenario == "ws-idle":
+        figures = f"{result.per_second:>9.0f} conns {run.kib_per_connection:>7.1f} KiB/conn"
+    else:
+        figures = f"{result.per_second:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f}{'':>9}"
+    print(
+        f"{run.round:>3}  {run.scenario:<10} {run.variant:<27} {figures} "
+        f"{result.errors:>6} {run.peak_rss_mib:>7.1f}",
+        flush=True,
+    )
+
+
+def summarize(runs: list[Run]) -> list[tuple[str, str, float, float, int, float, dict[str, float]]]:
+    """Medians per (scenario, variant), and per-round ratios of aiopyramid_ng to each baseline."""
+    by_key: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        by_key[run.scenario, run.variant].append(run)
+    rows = []
+    for (scenario, variant), group in by_key.items():
+        ratios: dict[str, float] = {}
+        if variant.startswith(NG):
+            for baseline in BASELINES:
+                per_round = []
+                for run in group:
+                    other = next(
+                        (o for o in by_key.get((scenario, baseline), []) if o.round == run.round),
+                        None,
+                    )
+                    if other is None:
+                        continue
+                    if scenario == "ws-idle":
+                        # Memory: lower is better; the ratio is our cost / the baseline's.
+                        if other.kib_per_connection > 0:
+                            per_round.append(run.kib_per_connection / other.kib_per_connection)
+                    elif other.result.per_second > 0:
+                        per_round.append(run.result.per_second / other.result.per_second)
+                    else:
+                        per_round.append(float("inf"))
+                if per_round:
+                    ratios[baseline] = statistics.median(per_round)
+        rows.append(
+            (
+                scenario,
+                variant,
+                statistics.median(r.result.per_second for r in group),
+                statistics.median(r.result.p99_ms for r in group),
+                sum(r.result.errors for r in group),
+                max(r.peak_rss_mib for r in group),
+                ratios
+                | (
+                    {"KiB/conn": statistics.median(r.kib_per_connection for r in group)}
+                    if scenario == "ws-idle"
+                    else {}
+                ),
+            )
+        )
+    return rows
+
+
+TARGETS = [
+    # (scenario, variant, baseline, minimum ratio or None, maximum ratio or None, note)
+    ("hello", f"{NG} async def", "Starlette", 0.6, None),
+    ("hello", f"{NG} async def", "WsgiToAsgi", 6.0, None),
+    ("hello", f"{NG} sync (executor)", "waitress", 1.2, None),
+    ("await-1000", f"{NG} async def", "Starlette", 0.8, None),
+    ("ws-echo", f"{NG} WebsocketMapper", "Starlette", 0.7, None),
+    ("ws-idle", f"{NG} WebsocketMapper", "Starlette", None, 1.5),
+]
+
+
+def print_summary(runs: list[Run]) -> None:
+    rows = summarize(runs)
+    print()
+    print("Medians over rounds; ratios are medians of per-round ratios (aiopyramid_ng / baseline;")
+    print("for ws-idle, KiB of RSS per connection / the baseline's, lower is better).")
+    header = (
+        f"{'scenario':<10} {'server':<27} {'req/s':>9} {'p99 ms':>8} {'errors':>6} "
+        f"{'peak MiB':>8}  " + " ".join(f"{'x ' + b:>13}" for b in BASELINES)
+    )
+    print(header)
+    print("-" * len(header))
+    for scenario, variant, per_second, p99, errors, peak, ratios in rows:
+        cells = " ".join(f"{ratios[b]:>13.2f}" if b in ratios else f"{'':>13}" for b in BASELINES)
+        extra = f"  {ratios['KiB/conn']:.1f} KiB/conn" if "KiB/conn" in ratios else ""
+        print(
+            f"{scenario:<10} {variant:<27} {per_second:>9.0f} {p99:>8.2f} {errors:>6} "
+            f"{peak:>8.1f}  {cells}{extra}"
+        )
+    print()
+    print("Targets:")
+    found = {(s, v): r for s, v, _, _, _, _, r in rows}
+    errors_of = {(s, v): e for s, v, _, _, e, _, _ in rows}
+    for scenario, variant, baseline, low, high in TARGETS:
+        ratio = found.get((scenario, variant), {}).get(baseline)
+        if ratio is None:
+            continue
+        met = (low is None or ratio >= low) and (high is None or ratio <= high)
+        wanted = f">= {low}" if low is not None else f"<= {high}"
+        note = ""
+        if scenario == "await-1000":
+            errors = errors_of[scenario, variant]
+            met = met and errors == 0
+            note = f", {errors} errors (0 wanted)"
+        print(
+            f"  {scenario:<10} {variant:<27} vs {baseline:<10} {ratio:>6.2f}x "
+            f"(wanted {wanted}){note}: {'met' if met else 'MISSED'}"
+        )
+
+
+def report_server_errors(logs: Path) -> None:
+    """Say which server logs hold exceptions, with the first one's message."""
+    for log in sorted(logs.glob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        tracebacks = sum(line.startswith("Traceback") for line in lines)
+        if tracebacks:
+            first = next(
+                (line for line in lines if re.match(r"^\w[\w.]*(Error|Exception)\b", line)), "?"
+            )
+            print(f"{log.name}: {tracebacks} exceptions logged, the first: {first}  ({log})")
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    names = [s.name for s in SCENARIOS]
+    parser.add_argument(
+        "--scenarios", default=",".join(names), help=f"comma-separated, of: {', '.join(names)}"
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(BASELINES),
+        help="baselines to run, comma-separated (aiopyramid_ng always runs)",
+    )
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds before a request counts as failed"
+    )
+    parser.add_argument(
+        "--idle-connections", type=int, default=10_000, help="connections for ws-idle"
+    )
+    parser.add_argument(
+        "--load", choices=("auto", "wrk", "builtin"), default="auto", help="HTTP load generator"
+    )
+    parser.add_argument("--list", action="store_true", help="list scenarios and exit")
+    parser.add_argument("--serve", nargs=2, metavar=("SERVER", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        from apps import serve
+
+        serve(args.serve[0], int(args.serve[1]))
+        return
+    if args.list:
+        for scenario in SCENARIOS:
+            variants = ", ".join(scenario.variants)
+            print(
+                f"{scenario.name:<10} {scenario.description}\n{'':<11}{variants}; "
+                f"against {', '.join(scenario.servers)}"
+            )
+        return
+    chosen = [s for s in SCENARIOS if s.name in args.scenarios.split(",")]
+    unknown = set(args.scenarios.split(",")) - set(names)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    baselines = set(args.servers.split(","))
+    if baselines - set(BASELINES):
+        parser.error(f"unknown servers: {', '.join(sorted(baselines - set(BASELINES)))}")
+
+    # Stopped with SIGTERM, still stop the running server (the finally clauses).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    wrk = shutil.which("wrk") if args.load != "builtin" else None
+    if args.load == "wrk" and wrk is None:
+        parser.error("wrk is not installed (apt-get install wrk), or use --load builtin")
+    split = split_cores()
+    server_cores, load_cores = split if split else (None, None)
+    pin(os.getpid(), load_cores)
+    from apps import raise_fd_limit
+
+    raise_fd_limit()  # the ws-idle clients live in this process
+    options = Options(
+        args.duration, args.warmup, args.timeout, wrk, load_cores, args.idle_connections
+    )
+    print(f"HTTP load: {wrk or 'built-in asyncio generator'}; WebSocket load: built-in; ", end="")
+    if split:
+        print(f"servers on cores {sorted(server_cores or ())}, load on {sorted(load_cores or ())}")
+    else:
+        print("cores not pinned (fewer than two available)")
+    logs = Path(tempfile.mkdtemp(prefix="aiopyramid_ng-bench-"))
+    print(
+        f"{'rnd':>3}  {'scenario':<10} {'server':<27} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+        f"{'':>9} {'errors':>6} {'peakMiB':>7}"
+    )
+    runs: list[Run] = []
+    started = time.monotonic()
+    for number in range(1, args.rounds + 1):
+        for scenario in chosen:
+            entries: list[tuple[str, str, Request]] = [
+                (variant, NG, request) for variant, request in scenario.variants.items()
+            ] + [(b, b, scenario.baseline) for b in scenario.servers if b in baselines]
+            # Rotate the order each round, so a drift in machine load is shared.
+            shift = (number - 1) % len(entries)
+            for variant, server_name, request in entries[shift:] + entries[:shift]:
+                run = run_one(
+                    number, scenario, variant, server_name, request, server_cores, logs, options
+                )
+                runs.append(run)
+                print_run(run)
+    print(f"\n{len(runs)} runs in {time.monotonic() - started:.0f} s")
+    print_summary(runs)
+    report_server_errors(logs)
+
+
+if __name__ == "__main__":
+    main()
