@@ -261,22 +261,38 @@ def measure(
         per_connection = added / opened if opened else float("nan")
         return Result(opened, float("nan"), float("nan"), failed), per_connection
 
-    def load(duration: float) -> Result:
+    def load(duration: float, connections: int) -> Result:
         if options.wrk is not None:
             threads = len(options.load_cores) if options.load_cores else 1
             return wrk_load(
-                options.wrk,
-                port,
-                request,
-                scenario.connections,
-                duration,
-                options.timeout,
-                threads,
+                options.wrk, port, request, connections, duration, options.timeout, threads
             )
-        return builtin_load(port, request, scenario.connections, duration, options.timeout)
+        return builtin_load(port, request, connections, duration, options.timeout)
 
-    load(options.warmup)
-    return load(options.duration), float("nan")
+    # Warm-up on at most 64 connections: enough to reach every code path,
+    # and a backlog a slow server drains in seconds.
+    load(options.warmup, min(scenario.connections, 64))
+    settle(port, request.path, options.timeout)
+    return load(options.duration, scenario.connections), float("nan")
+
+
+def settle(port: int, path: str, timeout: float) -> None:
+    """Wait until ``port`` answers a single request promptly.
+
+    A server slower than the warm-up's load (waitress or the recipe with a
+    view that waits) still works through the requests of the warm-up's
+    closed connections: measuring before it is done would count that backlog
+    against the run.
+    """
+    deadline = time.monotonic() + 6 * timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                if sock.recv(16).startswith(b"HTTP/1.1"):
+                    return
+        except OSError:
+            pass
 
 
 def run_one(
