@@ -235,14 +235,14 @@ def _drive(
             _park(child)
             message = result
             break
+        if on_suspend is not None:
+            on_suspend()
+            on_suspend = None
         resume: Callable[[Any], Any]
         sent: Any
         if type(message) is tuple:
             # From await_: the greenlet that suspended, and what it waits on.
             waiter, suspended_on = message
-            if on_suspend is not None:
-                on_suspend()
-                on_suspend = None
             try:
                 yield suspended_on
             except GeneratorExit:
@@ -255,9 +255,6 @@ def _drive(
         else:
             # From SQLAlchemy's await_: an awaitable to run to completion
             # here, whose value or exception goes back to the request greenlet.
-            if on_suspend is not None:
-                on_suspend()
-                on_suspend = None
             try:
                 value = yield from message.__await__()
             except GeneratorExit:
