@@ -29,6 +29,7 @@ both ways work.  Either way, the transaction of a request that is cancelled
 
 from __future__ import annotations
 
+import threading
 from contextvars import ContextVar
 from typing import Any
 
@@ -48,7 +49,34 @@ __all__ = ["ContextTransactionManager", "RequestTransactionPolicy", "includeme",
 #: the worker thread) is already where this policy runs.
 WRAP_POLICY_ORDER = 9_000
 
-_request_manager: ContextVar[TransactionManager] = ContextVar("aiopyramid_ng.transaction")
+
+class _RequestManager:
+    """A request's transaction manager, made on first use.
+
+    Most requests of most applications never touch ``transaction.manager``;
+    a ``TransactionManager`` (with its weak-reference containers) for each of
+    them would be a measurable share of a request's cost.
+    """
+
+    __slots__ = ("explicit", "manager")
+
+    def __init__(self, explicit: bool):
+        self.explicit = explicit
+        self.manager: TransactionManager | None = None
+
+    def get(self) -> TransactionManager:
+        manager = self.manager
+        if manager is None:
+            # A request's executor thread and its greenlet may ask at once.
+            with _making:
+                manager = self.manager
+                if manager is None:
+                    manager = self.manager = TransactionManager(explicit=self.explicit)
+        return manager
+
+
+_making = threading.Lock()
+_request_manager: ContextVar[_RequestManager] = ContextVar("aiopyramid_ng.transaction")
 
 
 class ContextTransactionManager(ThreadTransactionManager):  # type: ignore[misc]
@@ -59,7 +87,7 @@ class ContextTransactionManager(ThreadTransactionManager):  # type: ignore[misc]
         """The current request's manager, or this thread's outside requests."""
         current = _request_manager.get(None)
         if current is not None:
-            return current
+            return current.get()
         # threading.local's __dict__ is the calling thread's own.
         thread_manager: TransactionManager = self.__dict__["manager"]
         return thread_manager
@@ -95,8 +123,7 @@ class RequestTransactionPolicy:
         self.policy = policy
 
     def __call__(self, environ: Environ, router: Router) -> Any:
-        fresh = TransactionManager(explicit=transaction.manager.explicit)
-        token = _request_manager.set(fresh)
+        token = _request_manager.set(_RequestManager(transaction.manager.explicit))
         try:
             return self.policy(environ, router)
         finally:
