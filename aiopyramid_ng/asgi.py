@@ -36,8 +36,7 @@ from .body import (
 from .bridge import spawn_greenlet_watched
 from .environ import build_environ
 from .exchange import ClientGone, Exchange
-from .executor import current_executor
-from .interfaces import IAppExecutor
+from .executor import executor_of
 from .lifespan import Lifecycle
 from .types import Receive, Scope, Send, WSGIApp
 from .websocket.serving import serve_websocket
@@ -125,11 +124,7 @@ class ASGIApplication:
             )
 
     def _executor(self) -> Executor:
-        holder = self.registry.queryUtility(IAppExecutor) if self.registry is not None else None
-        if holder is None:
-            return current_executor()
-        executor: Executor = holder.get()
-        return executor
+        return executor_of(self.registry)
 
     async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()

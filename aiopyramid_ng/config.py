@@ -29,8 +29,7 @@ from pyramid.util import object_description
 from pyramid.viewderivers import DefaultViewMapper
 
 from .bridge import in_bridge
-from .executor import AppExecutor, run_in_thread
-from .interfaces import IAppExecutor
+from .executor import executor_of, run_in_thread
 from .waiting import await_
 
 __all__ = [
@@ -70,11 +69,6 @@ def _describe(view: View, attr: str | None) -> str:
     return f"attr {attr!r} of {description}" if attr else description
 
 
-def _executor_of(request: IRequest) -> AppExecutor:
-    holder: AppExecutor = request.registry.getUtility(IAppExecutor)
-    return holder
-
-
 class BridgeMapper(DefaultViewMapper):  # type: ignore[misc]
     """Base of the mappers below: map a view with Pyramid's default mapper,
     then decide where it runs.  A view it maps never returns an awaitable."""
@@ -103,7 +97,7 @@ class BridgeMapper(DefaultViewMapper):  # type: ignore[misc]
                 # Already in a worker thread: the whole pipeline runs in the
                 # executor (setting aiopyramid_ng.pipeline = executor).
                 return mapped(context, request)
-            executor = _executor_of(request).get()
+            executor = executor_of(request.registry)
             return await_(run_in_thread(executor, mapped, context, request))
 
         return executor_view

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
+from pyramid.registry import Registry
 from pyramid.threadlocal import get_current_registry
 from zope.interface import implementer
 
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_WORKERS_SETTING",
     "AppExecutor",
     "current_executor",
+    "executor_of",
     "max_workers_from_settings",
     "run_in_thread",
     "wait_from_worker",
@@ -150,13 +152,22 @@ _thread_call: contextvars.ContextVar[_ThreadCall] = contextvars.ContextVar(
 _fallback = AppExecutor()
 
 
-def current_executor() -> Executor:
-    """Return the executor of the current application (or a shared fallback)."""
-    holder = get_current_registry().queryUtility(IAppExecutor)
+def executor_of(registry: Registry | None) -> Executor:
+    """Return the executor of the application ``registry`` belongs to.
+
+    A registry without one (an application that did not include
+    aiopyramid_ng), or no registry at all, gets a shared fallback pool.
+    """
+    holder = registry.queryUtility(IAppExecutor) if registry is not None else None
     if holder is None:
         holder = _fallback
     executor: Executor = holder.get()
     return executor
+
+
+def current_executor() -> Executor:
+    """Return the executor of the current application (or a shared fallback)."""
+    return executor_of(get_current_registry())
 
 
 async def run_in_thread(

@@ -30,8 +30,7 @@ from zope.interface import implementer
 
 from .bridge import await_, in_bridge, segment_observer, spawn_greenlet
 from .debug import BlockingReport
-from .executor import run_in_thread
-from .interfaces import IAppExecutor
+from .executor import executor_of, run_in_thread
 from .types import Environ
 
 __all__ = [
@@ -139,7 +138,7 @@ class GreenletExecutionPolicy:
             # times the greenlet's last run, after this call returns.
             segment_observer.set(BlockingReport(self.blocking_ms, environ))
         if self.pipeline == "executor":
-            executor = router.registry.getUtility(IAppExecutor).get()
+            executor = executor_of(router.registry)
             return await_(run_in_thread(executor, self.policy, environ, router))
         return self.policy(environ, router)
 
