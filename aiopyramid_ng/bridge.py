@@ -35,6 +35,7 @@ __all__ = [
     "RequestGreenlet",
     "await_",
     "bind_loop",
+    "discard",
     "in_bridge",
     "request_loop",
     "segment_observer",
@@ -163,9 +164,12 @@ def bind_loop(loop: asyncio.AbstractEventLoop) -> None:
         _request_loop.set(loop)
 
 
-def _discard(awaitable: object) -> None:
-    # Close a coroutine nobody will await so Python does not warn that it was
-    # "never awaited": the ScopeError that follows is the real diagnostic.
+def discard(awaitable: object) -> None:
+    """Close ``awaitable`` if it is a coroutine nobody will await.
+
+    Python would otherwise warn that it was "never awaited", while the
+    ScopeError raised next is the real diagnostic.
+    """
     if isinstance(awaitable, types.CoroutineType):
         awaitable.close()
 
@@ -184,7 +188,7 @@ def await_(awaitable: Awaitable[T]) -> T:
     current = getcurrent()
     driver = current.parent if type(current) is RequestGreenlet else _driver_of(current)
     if driver is None:
-        _discard(awaitable)
+        discard(awaitable)
         raise ScopeError(
             f"await_() cannot wait for {awaitable!r}: the caller is not running in a "
             "request greenlet, so waiting would block the event loop. This happens when "

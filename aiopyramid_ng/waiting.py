@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Awaitable
 from typing import TypeVar
 
 from .bridge import await_ as greenlet_await
-from .bridge import in_bridge, request_loop
+from .bridge import discard, in_bridge, request_loop
 from .exceptions import ScopeError
 from .executor import wait_from_worker
 
@@ -19,13 +18,6 @@ T = TypeVar("T")
 
 def _name(awaitable: object) -> str:
     return str(getattr(awaitable, "__qualname__", awaitable))
-
-
-def _discard(awaitable: object) -> None:
-    # Close a coroutine nobody will await, so Python does not warn that it
-    # was "never awaited": the ScopeError that follows is the diagnostic.
-    if inspect.iscoroutine(awaitable):
-        awaitable.close()
 
 
 def wait_outside_bridge(awaitable: Awaitable[T], strict: bool) -> T | Awaitable[T]:
@@ -39,7 +31,7 @@ def wait_outside_bridge(awaitable: Awaitable[T], strict: bool) -> T | Awaitable[
         loop = request_loop()
         if loop is not None and loop.is_running():
             return wait_from_worker(loop, awaitable)
-        _discard(awaitable)
+        discard(awaitable)
         raise ScopeError(
             f"Cannot wait for {_name(awaitable)} from this thread: it has no event loop and "
             "serves no request. Call it from a request (a view, a hook, or a function run with "
@@ -47,7 +39,7 @@ def wait_outside_bridge(awaitable: Awaitable[T], strict: bool) -> T | Awaitable[
         ) from None
     if not strict:
         return awaitable
-    _discard(awaitable)
+    discard(awaitable)
     raise ScopeError(
         f"Cannot wait for {_name(awaitable)} here: the caller runs on the event loop "
         "but outside any request greenlet, so waiting would block the loop. Await it directly "
