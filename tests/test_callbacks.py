@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -17,7 +19,7 @@ from aiopyramid_ng.exceptions import ScopeError
 from aiopyramid_ng.helpers import spawn_greenlet
 from aiopyramid_ng.renderers import AsyncRenderer, BridgedRendererFactory
 
-from .conftest import LeakCheck, get_response, make_app
+from .conftest import LeakCheck, get_response, make_app, make_one_view_app
 
 finished: list[str] = []
 
@@ -137,3 +139,34 @@ def test_async_renderer_in_a_greenlet() -> None:
         return rendered
 
     assert asyncio.run(main()) == "n:A"
+
+
+kept: list[Any] = []
+
+
+async def keeping_view(request: Request) -> Response:
+    kept.append(weakref.ref(request))
+    kept.append(request.add_finished_callback)
+    request.add_response_callback(after_stamp)
+    request.add_response_callback(stamp)
+    return Response("ok", headers={"X-Stamp": "s"})
+
+
+def test_a_finished_request_is_freed_without_the_cycle_collector() -> None:
+    # The callback methods hold their request weakly: were they bound
+    # methods in the request's __dict__, each request would be a reference
+    # cycle that lives on until the cyclic collector runs.
+    kept.clear()
+    app = make_one_view_app(keeping_view)
+    gc.collect()
+    gc.disable()
+    try:
+        response = asyncio.run(get_response(app))
+    finally:
+        gc.enable()
+    assert response.status_int == 200
+    assert response.headers["X-After"] == "s"
+    request_ref, add_finished_callback = kept
+    assert request_ref() is None
+    with pytest.raises(ReferenceError, match=r"add_finished_callback\(\) was kept past the end"):
+        add_finished_callback(record)
