@@ -11,11 +11,12 @@ the limit is refused without the application running at all.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from io import BytesIO
 from tempfile import SpooledTemporaryFile
 from typing import IO, Any
 
 from .settings import positive_setting
-from .types import Receive
+from .types import Message, Receive
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -54,6 +55,13 @@ def max_body_size_from_settings(settings: Mapping[str, Any] | None) -> int:
     )
 
 
+def _chunk_of(message: Message) -> bytes:
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnected()
+    chunk: bytes = message.get("body", b"")
+    return chunk
+
+
 async def read_body(receive: Receive, limit: int) -> tuple[IO[bytes], int]:
     """Receive the whole request body; return it rewound, with its length.
 
@@ -62,24 +70,30 @@ async def read_body(receive: Receive, limit: int) -> tuple[IO[bytes], int]:
     :raises BodyTooLarge: as soon as more than ``limit`` bytes arrived.
     :raises ClientDisconnected: on ``http.disconnect`` before the last chunk.
     """
+    message = await receive()
+    chunk = _chunk_of(message)
+    size = len(chunk)
+    more = message.get("more_body", False)
+    if size > limit:
+        raise BodyTooLarge()
+    if not more and size <= SPOOL_SIZE:
+        # Most bodies (every GET) arrive in one message: a BytesIO shares that
+        # bytes object until written to, where a spooled file would copy it.
+        return BytesIO(chunk), size
     # Writes past SPOOL_SIZE go to a temporary file on the loop thread: they
     # land in the page cache and cost about as much as the copy in memory
     # would, while a thread hop per chunk would cost more than the write.
     body: IO[bytes] = SpooledTemporaryFile(max_size=SPOOL_SIZE)  # noqa: SIM115 - returned open
-    size = 0
     try:
-        while True:
+        body.write(chunk)
+        while more:
             message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected()
-            chunk = message.get("body", b"")
+            chunk = _chunk_of(message)
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge()
-            if chunk:
-                body.write(chunk)
-            if not message.get("more_body", False):
-                break
+            body.write(chunk)
+            more = message.get("more_body", False)
     except BaseException:
         body.close()
         raise
