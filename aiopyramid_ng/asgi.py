@@ -158,7 +158,8 @@ class ASGIApplication:
             await _send_plain(send, 413, f"Request body larger than {self.max_body_size} bytes.")
             return
         try:
-            await self.lifecycle.ensure_started()
+            if not self.lifecycle.started:  # saves a coroutine per request once started
+                await self.lifecycle.ensure_started()
         except Exception:
             logger.exception(
                 "Application startup failed during %s %r", scope["method"], scope.get("path")

@@ -49,8 +49,8 @@ def resolve(result: T | Awaitable[T], hook: object, fix: str) -> T:
         caller runs on the event loop outside any request greenlet, or in a
         thread that serves no request).
     """
-    if not inspect.isawaitable(result):
-        return result
+    if result is None or not inspect.isawaitable(result):
+        return result  # the common case first: most hooks return None
     try:
         resolved: T = _wait(result)
     except ScopeError as exc:

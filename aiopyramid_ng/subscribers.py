@@ -54,7 +54,7 @@ class AwaitingNotify:
             return
         # subscriptions() rather than subscribers(): the latter calls every
         # subscriber before returning and drops their results.
-        subscriptions = registry.adapters.subscriptions([providedBy(e) for e in events], None)
+        subscriptions = registry.adapters.subscriptions(list(map(providedBy, events)), None)
         for subscriber in subscriptions:
             resolve(subscriber(*events), subscriber, _FIX)
 
