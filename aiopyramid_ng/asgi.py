@@ -33,7 +33,7 @@ from .body import (
     max_body_size_from_settings,
     read_body,
 )
-from .bridge import spawn_greenlet_watched
+from .bridge import direct_call, spawn_greenlet_watched
 from .environ import build_environ
 from .exchange import ClientGone, Exchange
 from .executor import executor_of
@@ -102,6 +102,8 @@ class ASGIApplication:
 
     def __init__(self, wsgi_app: WSGIApp, registry: Registry | None, max_body_size: int):
         self.wsgi_app = wsgi_app
+        #: Calls ``wsgi_app`` (see :func:`~aiopyramid_ng.bridge.direct_call`).
+        self.call_app = direct_call(wsgi_app)
         self.registry = registry
         self.max_body_size = max_body_size
         self.lifecycle = Lifecycle(self, registry)
@@ -190,7 +192,7 @@ class ASGIApplication:
                 )
 
             try:
-                await spawn_greenlet_watched(watch, exchange.run, self.wsgi_app, environ)
+                await spawn_greenlet_watched(watch, lambda: exchange.run(self.call_app, environ))
             except ClientGone:
                 logger.debug("Client disconnected from %s %r", scope["method"], scope.get("path"))
             except Exception:

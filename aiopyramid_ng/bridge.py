@@ -35,6 +35,7 @@ __all__ = [
     "RequestGreenlet",
     "await_",
     "bind_loop",
+    "direct_call",
     "discard",
     "in_bridge",
     "request_loop",
@@ -108,7 +109,10 @@ def _serve(job: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> N
     while True:
         func, args, kwargs = job
         del job
-        returned = _Returned(func(*args, **kwargs))
+        # func() runs in this frame's interpreter loop; func(*args) nests a C
+        # frame, which every suspended request greenlet keeps on its saved
+        # stack (the ASGI adapter passes a function without arguments).
+        returned = _Returned(func(*args, **kwargs) if args or kwargs else func())
         # Nothing of the request may stay alive in a parked greenlet's frame.
         del func, args, kwargs
         parent = getcurrent().parent
@@ -146,6 +150,20 @@ def _driver_of(current: greenlet) -> greenlet | None:
             return node.parent
         node = node.parent
     return None
+
+
+def direct_call(function: Callable[P, T]) -> Callable[P, T]:
+    """Return ``function``, or its bound ``__call__`` when that is a Python function.
+
+    The interpreter runs a bound method of a Python function in its caller's
+    own loop, while calling an instance (a Pyramid Router, an execution
+    policy, most WSGI middleware) nests a C frame: one more on the saved
+    stack of every suspended request greenlet, and time on every call.
+    """
+    if isinstance(type(function).__call__, types.FunctionType):
+        bound: Callable[P, T] = function.__call__  # type: ignore[operator]
+        return bound
+    return function
 
 
 def in_bridge() -> bool:

@@ -40,6 +40,7 @@ from pyramid.router import Router, default_execution_policy
 from transaction import ThreadTransactionManager, TransactionManager
 from zope.interface import implementer
 
+from .bridge import direct_call
 from .types import Environ
 
 __all__ = ["ContextTransactionManager", "RequestTransactionPolicy", "includeme", "install"]
@@ -121,11 +122,12 @@ class RequestTransactionPolicy:
 
     def __init__(self, policy: Any = default_execution_policy):
         self.policy = policy
+        self._call_policy = direct_call(policy)
 
     def __call__(self, environ: Environ, router: Router) -> Any:
         token = _request_manager.set(_RequestManager(transaction.manager.explicit))
         try:
-            return self.policy(environ, router)
+            return self._call_policy(environ, router)
         finally:
             try:
                 _abort_unfinished(environ)

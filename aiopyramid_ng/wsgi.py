@@ -28,7 +28,7 @@ from pyramid.interfaces import IExecutionPolicy
 from pyramid.router import Router, default_execution_policy
 from zope.interface import implementer
 
-from .bridge import await_, in_bridge, segment_observer, spawn_greenlet
+from .bridge import await_, direct_call, in_bridge, segment_observer, spawn_greenlet
 from .debug import BlockingReport
 from .executor import executor_of, run_in_thread
 from .types import Environ
@@ -127,6 +127,7 @@ class GreenletExecutionPolicy:
         blocking_ms: float | None = None,
     ):
         self.policy = policy
+        self._call_policy = direct_call(policy)
         self.pipeline = pipeline
         self.blocking_ms = blocking_ms
 
@@ -140,7 +141,7 @@ class GreenletExecutionPolicy:
         if self.pipeline == "executor":
             executor = executor_of(router.registry)
             return await_(run_in_thread(executor, self.policy, environ, router))
-        return self.policy(environ, router)
+        return self._call_policy(environ, router)
 
     def __repr__(self) -> str:
         return f"<GreenletExecutionPolicy ({self.pipeline}) around {self.policy!r}>"

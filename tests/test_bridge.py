@@ -19,6 +19,7 @@ from aiopyramid_ng import bridge
 from aiopyramid_ng.bridge import (
     RequestGreenlet,
     await_,
+    direct_call,
     in_bridge,
     request_loop,
     spawn_greenlet,
@@ -460,3 +461,21 @@ def test_on_suspend_runs_once_at_the_first_wait(protocol: str) -> None:
 
     asyncio.run(main())
     assert calls == ["started", "suspended"]
+
+
+class _CallableObject:
+    def __call__(self, value: int) -> int:
+        return value + 1
+
+
+def test_direct_call_binds_a_python_call_method_and_leaves_the_rest() -> None:
+    instance = _CallableObject()
+    call = direct_call(instance)
+    assert call == instance.__call__  # a bound method: runs in the caller's loop
+    assert call(1) == 2
+
+    def function(value: int) -> int:
+        return value
+
+    assert direct_call(function) is function
+    assert direct_call(len) is len
