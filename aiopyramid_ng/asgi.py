@@ -192,7 +192,7 @@ class ASGIApplication:
                 )
 
             try:
-                await spawn_greenlet_watched(watch, lambda: exchange.run(self.call_app, environ))
+                await spawn_greenlet_watched(watch, exchange.run, self.call_app, environ)
             except ClientGone:
                 logger.debug("Client disconnected from %s %r", scope["method"], scope.get("path"))
             except Exception:

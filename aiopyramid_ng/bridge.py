@@ -109,10 +109,7 @@ def _serve(job: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> N
     while True:
         func, args, kwargs = job
         del job
-        # func() runs in this frame's interpreter loop; func(*args) nests a C
-        # frame, which every suspended request greenlet keeps on its saved
-        # stack (the ASGI adapter passes a function without arguments).
-        returned = _Returned(func(*args, **kwargs) if args or kwargs else func())
+        returned = _Returned(func(*args, **kwargs))
         # Nothing of the request may stay alive in a parked greenlet's frame.
         del func, args, kwargs
         parent = getcurrent().parent

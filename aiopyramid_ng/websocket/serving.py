@@ -142,7 +142,7 @@ async def serve_websocket(app: ASGIApplication, scope: Scope, receive: Receive, 
     if tracker is not None:
         tracker.add(connection)
     try:
-        await spawn_greenlet(lambda: exchange.run(app.call_app, environ))
+        await spawn_greenlet(exchange.run, app.call_app, environ)
     except asyncio.CancelledError:
         # Only this module's cancellation (close_all(), the peer leaving) is
         # absorbed; the server's own (it is stopping) propagates to it once
