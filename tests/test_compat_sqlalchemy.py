@@ -13,6 +13,8 @@ interleaved requests raises :class:`~aiopyramid_ng.dbsessions.SharedSessionError
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -206,3 +208,23 @@ def test_sequential_requests_may_reuse_a_session(tmp_path: Path) -> None:
     assert [client.get("/shared?keep=1").text for _ in range(2)] == ["first", "first"]
     thread_loop().run_until_complete(spawn_greenlet(app.registry.shared_session.remove))
     thread_loop().run_until_complete(app.registry.async_engine.dispose())
+
+
+def test_an_application_without_sqlalchemy_does_not_import_it() -> None:
+    # The check is installed only when the application has imported the ORM.
+    script = (
+        "import sys\n"
+        "from pyramid.config import Configurator\n"
+        "with Configurator() as config:\n"
+        "    config.include('aiopyramid_ng')\n"
+        "    config.make_wsgi_app()\n"
+        "assert 'sqlalchemy' not in sys.modules, 'imported'\n"
+        "import sqlalchemy.orm\n"
+        "with Configurator() as config:\n"
+        "    config.include('aiopyramid_ng')\n"
+        "    config.make_wsgi_app()\n"
+        "from sqlalchemy import event\n"
+        "from aiopyramid_ng.dbsessions import _check_execute\n"
+        "assert event.contains(sqlalchemy.orm.Session, 'do_orm_execute', _check_execute)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
