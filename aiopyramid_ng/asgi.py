@@ -34,6 +34,7 @@ from .body import (
     read_body,
 )
 from .bridge import direct_call, spawn_greenlet_watched
+from .disconnect import DisconnectWatch
 from .environ import build_environ
 from .exchange import ClientGone, Exchange
 from .executor import executor_of
@@ -44,9 +45,6 @@ from .websocket.serving import serve_websocket
 __all__ = ["ASGIApplication", "find_registry", "from_ini", "make_asgi_app"]
 
 logger = logging.getLogger(__name__)
-
-#: The name of the Task that watches a request for a client disconnect.
-WATCHER_NAME = "aiopyramid_ng.asgi disconnect watcher"
 
 # Attributes by which WSGI middleware commonly holds the application it wraps.
 _WRAPPED_ATTRIBUTES = ("app", "application", "wrap_app", "wrapped", "__wrapped__")
@@ -177,22 +175,25 @@ class ASGIApplication:
             return  # the application never ran: nothing to undo
         with body:
             environ = build_environ(scope, body, length)
-            watcher: asyncio.Task[None] | None = None
+            watch: DisconnectWatch | None = None
 
-            def watch() -> None:
+            def on_disconnect() -> None:
+                if not exchange.complete:
+                    exchange.disconnected = exchange.cancelled_on_disconnect = True
+                    task.cancel()
+
+            def start_watching() -> None:
                 # From the request's first wait on, a disconnect cancels this
                 # very Task, so the request greenlet stops at its await point
                 # and its `finally` blocks (and Pyramid's finished callbacks)
                 # run before the Task ends.  A request that never waits ends
                 # before the loop could deliver a disconnect: it needs no
-                # watcher, which saves a Task per fast request.
-                nonlocal watcher
-                watcher = asyncio.create_task(
-                    _watch_disconnect(receive, exchange, task), name=WATCHER_NAME
-                )
+                # watch.
+                nonlocal watch
+                watch = DisconnectWatch(receive, on_disconnect)
 
             try:
-                await spawn_greenlet_watched(watch, exchange.run, self.call_app, environ)
+                await spawn_greenlet_watched(start_watching, exchange.run, self.call_app, environ)
             except ClientGone:
                 logger.debug("Client disconnected from %s %r", scope["method"], scope.get("path"))
             except Exception:
@@ -209,26 +210,8 @@ class ASGIApplication:
                 logger.exception("Error while serving %s %r", scope["method"], scope.get("path"))
                 await _send_plain(send, 500, "Internal Server Error")
             finally:
-                if watcher is not None:
-                    await _stop_watcher(watcher)
-
-
-async def _stop_watcher(watcher: asyncio.Task[None]) -> None:
-    watcher.cancel()
-    # wait() never raises the watcher's own CancelledError, only this Task's:
-    # the watcher is always awaited, never leaked.
-    await asyncio.wait({watcher})
-    if not watcher.cancelled() and watcher.exception() is not None:
-        logger.error("Disconnect watcher failed", exc_info=watcher.exception())
-
-
-async def _watch_disconnect(receive: Receive, exchange: Exchange, task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` when the client disconnects before the response is complete."""
-    while (await receive())["type"] != "http.disconnect":
-        pass  # ASGI sends nothing else after the body; tolerate it anyway
-    if not exchange.complete:
-        exchange.disconnected = exchange.cancelled_on_disconnect = True
-        task.cancel()
+                if watch is not None:
+                    watch.stop()
 
 
 def make_asgi_app(

@@ -24,9 +24,9 @@ from pyramid.response import FileResponse, Response
 from pyramid.router import Router
 from pyramid.security import Allowed, Denied
 
-from aiopyramid_ng.asgi import WATCHER_NAME
 from aiopyramid_ng.bridge import RequestGreenlet, await_
 from aiopyramid_ng.config import GreenletMapper
+from aiopyramid_ng.disconnect import DisconnectWatch
 from aiopyramid_ng.events import ApplicationShutdown, ApplicationStartup
 from aiopyramid_ng.helpers import synchronize
 from aiopyramid_ng.types import Environ, StartResponse
@@ -328,12 +328,13 @@ def release_view(request: Request) -> Response:
 
 def stats_view(request: Request) -> dict[str, Any]:
     gc.collect()
-    loop = asyncio.get_running_loop()
     return {
         "counts": dict(probe_of(request).counts),
         "greenlets": sum(1 for obj in gc.get_objects() if isinstance(obj, RequestGreenlet) and obj),
-        # Server tasks come and go with connections; the watchers are ours.
-        "watchers": sum(1 for task in asyncio.all_tasks(loop) if task.get_name() == WATCHER_NAME),
+        # Disconnect watches still waiting: each belongs to a running request.
+        "watchers": sum(
+            1 for obj in gc.get_objects() if isinstance(obj, DisconnectWatch) and obj.waiting
+        ),
         "threads": threading.active_count(),
     }
 
