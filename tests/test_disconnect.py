@@ -87,13 +87,14 @@ def test_a_future_completed_just_before_stop_does_not_resume_the_watch() -> None
     asyncio.run(main())
 
 
-def test_a_bare_yield_resumes_on_the_next_iteration() -> None:
-    async def receive() -> Message:
-        await asyncio.sleep(0)
-        return {"type": "http.disconnect"}
+async def disconnect_after_a_bare_yield() -> Message:
+    await asyncio.sleep(0)
+    return {"type": "http.disconnect"}
 
+
+def test_a_bare_yield_resumes_on_the_next_iteration() -> None:
     async def main() -> None:
-        _watch, seen = watch_of(receive)
+        _watch, seen = watch_of(disconnect_after_a_bare_yield)
         assert seen == []
         await settle()
         assert seen == ["disconnect"]
@@ -102,12 +103,8 @@ def test_a_bare_yield_resumes_on_the_next_iteration() -> None:
 
 
 def test_stop_cancels_the_scheduled_step_of_a_bare_yield() -> None:
-    async def receive() -> Message:
-        await asyncio.sleep(0)
-        return {"type": "http.disconnect"}
-
     async def main() -> None:
-        watch, seen = watch_of(receive)
+        watch, seen = watch_of(disconnect_after_a_bare_yield)
         watch.stop()
         await settle()
         assert seen == []
