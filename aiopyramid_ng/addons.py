@@ -42,7 +42,7 @@ def includeme(config: Configurator) -> None:
 def _check_shared_sessions_if_used(event: ApplicationCreated) -> None:
     # Not imported for an application that does not use it: SQLAlchemy is
     # large (its import adds about 30,000 objects, which every full garbage
-    # collection walks, and 20 MiB).  An application that uses it has
+    # collection walks, and 17 MiB of peak memory).  An application that uses it has
     # imported its ORM by the time the application is created.
     if "sqlalchemy.orm" in sys.modules:
         from .dbsessions import install
