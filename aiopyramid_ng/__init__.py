@@ -7,41 +7,20 @@ wait on coroutines, under an ASGI server or a plain WSGI one.
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
-
 from pyramid.config import Configurator
 from pyramid.events import ApplicationCreated
 from pyramid.exceptions import ConfigurationError
-from pyramid.interfaces import PHASE0_CONFIG, IExecutionPolicy
-from pyramid.router import default_execution_policy
+from pyramid.interfaces import IExecutionPolicy
 
 from . import threadlocal
 from .asgi import make_asgi_app_directive
-from .config import CoroutineOrExecutorMapper
-from .debug import blocking_ms_from_settings
-from .derivers import awaited_view
-from .executor import AppExecutor, max_workers_from_settings
-from .interfaces import IAppExecutor
-from .wsgi import GreenletExecutionPolicy, pipeline_from_settings
+from .execution import GreenletExecutionPolicy, wrap_execution_policy
+from .executor import register_executor, set_executor
+from .mappers import CoroutineOrExecutorMapper, awaited_view
+from .orders import ORDERS
+from .settings import check_settings
 
 __all__ = ["includeme"]
-
-#: Runs after every ordinary configuration action, so the execution policy it
-#: wraps is the final one whichever add-on (pyramid_retry, ...) set it.
-WRAP_POLICY_ORDER = 10_000
-
-
-def set_executor(config: Configurator, executor: Executor) -> None:
-    """Config directive: run the application's blocking work in ``executor``.
-
-    The application does not own an executor given this way: shutting the
-    application down leaves it running.
-    """
-
-    def register() -> None:
-        config.registry.registerUtility(AppExecutor(executor=executor), IAppExecutor)
-
-    config.action(IAppExecutor, register)
 
 
 def includeme(config: Configurator) -> None:
@@ -49,7 +28,9 @@ def includeme(config: Configurator) -> None:
 
     * makes Pyramid's thread-local request/registry stack context-local
       (process-wide, idempotent);
-    * sets :class:`~aiopyramid_ng.config.CoroutineOrExecutorMapper` as the
+    * checks every ``aiopyramid_ng.*`` setting at commit
+      (:mod:`aiopyramid_ng.settings`);
+    * sets :class:`~aiopyramid_ng.mappers.CoroutineOrExecutorMapper` as the
       default view mapper;
     * adds the ``awaited_view`` view deriver, which awaits a coroutine that
       any other mapper returns;
@@ -59,8 +40,10 @@ def includeme(config: Configurator) -> None:
     * adds the ``make_asgi_app`` directive (see :mod:`aiopyramid_ng.asgi`);
     * wraps the execution policy so the Router runs in request greenlets
       (setting ``aiopyramid_ng.pipeline``);
-    * sets up the integrations of :mod:`aiopyramid_ng.addons` (a transaction
+    * sets up the adaptations of :mod:`aiopyramid_ng.compat` (a transaction
       per request for pyramid_tm, ...).
+
+    Every ordered action it registers is listed in :mod:`aiopyramid_ng.orders`.
     """
     threadlocal.install()
     config.add_directive("set_executor", set_executor)
@@ -70,23 +53,14 @@ def includeme(config: Configurator) -> None:
 
     registry = config.registry
 
-    def register_executor() -> None:
-        # Runs early, so the setting is checked at commit and set_executor()
-        # (ordinary order) replaces the default pool.
-        max_workers = max_workers_from_settings(registry.settings)
-        registry.registerUtility(AppExecutor(max_workers), IAppExecutor)
+    def check_and_register_executor() -> None:
+        check_settings(registry.settings)
+        register_executor(registry)
 
-    def wrap_execution_policy() -> None:
-        settings = registry.settings
-        pipeline = pipeline_from_settings(settings)
-        blocking_ms = blocking_ms_from_settings(settings)
-        policy = registry.queryUtility(IExecutionPolicy, default=default_execution_policy)
-        if not isinstance(policy, GreenletExecutionPolicy):
-            wrapped = GreenletExecutionPolicy(policy, pipeline, blocking_ms)
-            registry.registerUtility(wrapped, IExecutionPolicy)
-
-    config.action(None, register_executor, order=PHASE0_CONFIG)
-    config.action(None, wrap_execution_policy, order=WRAP_POLICY_ORDER)
+    config.action(None, check_and_register_executor, order=ORDERS["register_executor"])
+    config.action(
+        None, lambda: wrap_execution_policy(registry), order=ORDERS["wrap_execution_policy"]
+    )
 
     def check_execution_policy(event: ApplicationCreated) -> None:
         policy = registry.queryUtility(IExecutionPolicy)
@@ -106,5 +80,6 @@ def includeme(config: Configurator) -> None:
     config.include(".tweens")
     config.include(".callbacks")
     config.include(".renderers")
+    config.include(".sessions")
     config.include(".websocket")
-    config.include(".addons")
+    config.include(".compat")

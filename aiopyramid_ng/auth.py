@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from pyramid.interfaces import IRequest
 
-from .hooks import resolve
+from .coroutines import resolve
 
 __all__ = ["authn_policy_factory"]
 

@@ -36,8 +36,7 @@ from typing import Any
 from pyramid.config import Configurator
 from pyramid.interfaces import IRequest
 
-from .config import is_coroutine_view
-from .hooks import resolve
+from .coroutines import is_coroutine_callable, resolve
 
 __all__ = ["add_finished_callback", "add_response_callback", "includeme"]
 
@@ -54,14 +53,14 @@ def _awaiting(callback: Callable[..., Any]) -> Callable[..., Any]:
 
 def add_response_callback(request: IRequest, callback: Callable[[IRequest, Any], Any]) -> None:
     """Pyramid's ``request.add_response_callback``, also for ``async def`` callbacks."""
-    if is_coroutine_view(callback):
+    if is_coroutine_callable(callback):
         callback = _awaiting(callback)
     type(request).add_response_callback(request, callback)
 
 
 def add_finished_callback(request: IRequest, callback: Callable[[IRequest], Any]) -> None:
     """Pyramid's ``request.add_finished_callback``, also for ``async def`` callbacks."""
-    if is_coroutine_view(callback):
+    if is_coroutine_callable(callback):
         callback = _awaiting(callback)
     type(request).add_finished_callback(request, callback)
 

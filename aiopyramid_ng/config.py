@@ -1,36 +1,17 @@
-"""View mappers: where and how each kind of view runs.
+"""aiopyramid's import path for the view mappers, kept so that migrating is a rename.
 
-Every mapper accepts every view shape Pyramid's ``DefaultViewMapper`` does
-(``view(request)``, ``view(context, request)``, classes with or without
-``attr``, callable instances, partials) and passes through renderers,
-``request.response``, returned responses and raised ``HTTPException``.
-Whether a view is a coroutine is decided from the original callable (the
-method named by ``attr`` for a class), never from Pyramid's wrapper.
-
-=============================  ========================  =============================
-mapper                         ``async def`` view        plain view
-=============================  ========================  =============================
-``CoroutineOrExecutorMapper``  awaited in the greenlet   runs in the thread pool
-``CoroutineMapper``            awaited in the greenlet   ``ConfigurationError``
-``ExecutorMapper``             ``ConfigurationError``    runs in the thread pool
-``GreenletMapper``             awaited in the greenlet   runs in the request greenlet
-=============================  ========================  =============================
+The mappers live in :mod:`aiopyramid_ng.mappers`.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from typing import Any
-
-from pyramid.exceptions import ConfigurationError
-from pyramid.interfaces import IRequest
-from pyramid.util import object_description
-from pyramid.viewderivers import DefaultViewMapper
-
-from .bridge import in_bridge
-from .executor import executor_of, run_in_thread
-from .waiting import await_
+from .mappers import (
+    BridgeMapper,
+    CoroutineMapper,
+    CoroutineOrExecutorMapper,
+    ExecutorMapper,
+    GreenletMapper,
+)
 
 __all__ = [
     "BridgeMapper",
@@ -38,111 +19,4 @@ __all__ = [
     "CoroutineOrExecutorMapper",
     "ExecutorMapper",
     "GreenletMapper",
-    "is_coroutine_view",
 ]
-
-View = Any
-
-
-def _is_coroutine_callable(target: object) -> bool:
-    while isinstance(target, functools.partial):
-        target = target.func
-    if inspect.iscoroutinefunction(target):
-        return True
-    if callable(target) and not inspect.isroutine(target) and not inspect.isclass(target):
-        # A callable instance: look at its class's __call__.
-        return inspect.iscoroutinefunction(type(target).__call__)
-    return False
-
-
-def is_coroutine_view(view: View, attr: str | None = None) -> bool:
-    """Tell whether calling ``view`` (or its ``attr``) produces a coroutine."""
-    if inspect.isclass(view):
-        return _is_coroutine_callable(getattr(view, attr or "__call__", None))
-    if attr is not None:
-        return _is_coroutine_callable(getattr(view, attr, None))
-    return _is_coroutine_callable(view)
-
-
-def _describe(view: View, attr: str | None) -> str:
-    description: str = object_description(view)
-    return f"attr {attr!r} of {description}" if attr else description
-
-
-class BridgeMapper(DefaultViewMapper):  # type: ignore[misc]
-    """Base of the mappers below: map a view with Pyramid's default mapper,
-    then decide where it runs.  A view it maps never returns an awaitable."""
-
-    attr: str | None
-
-    def __call__(self, view: View) -> View:
-        mapped = super().__call__(view)
-        if is_coroutine_view(view, self.attr):
-            wrapper = self.map_coroutine(view, mapped)
-        else:
-            wrapper = self.map_plain(view, mapped)
-        if wrapper is not mapped:
-            wrapper.__text__ = getattr(mapped, "__text__", _describe(view, self.attr))
-        return wrapper
-
-    def map_coroutine(self, view: View, mapped: View) -> View:
-        def coroutine_view(context: Any, request: IRequest) -> Any:
-            return await_(mapped(context, request))
-
-        return coroutine_view
-
-    def map_plain(self, view: View, mapped: View) -> View:
-        def executor_view(context: Any, request: IRequest) -> Any:
-            if not in_bridge():
-                # Already in a worker thread: the whole pipeline runs in the
-                # executor (setting aiopyramid_ng.pipeline = executor).
-                return mapped(context, request)
-            executor = executor_of(request.registry)
-            return await_(run_in_thread(executor, mapped, context, request))
-
-        return executor_view
-
-    def refuse(self, view: View, what: str, fix: str) -> ConfigurationError:
-        return ConfigurationError(
-            f"{type(self).__name__} cannot map {_describe(view, self.attr)}: {what}. {fix}"
-        )
-
-
-class CoroutineOrExecutorMapper(BridgeMapper):
-    """The default mapper: coroutine views are awaited in the request greenlet,
-    plain views run in the application's thread pool."""
-
-
-class CoroutineMapper(BridgeMapper):
-    """Coroutine views only, awaited in the request greenlet."""
-
-    def map_plain(self, view: View, mapped: View) -> View:
-        raise self.refuse(
-            view,
-            "it is not a coroutine function",
-            "Declare it `async def`, or register it with mapper=CoroutineOrExecutorMapper "
-            "(runs it in the thread pool) or mapper=GreenletMapper.",
-        )
-
-
-class ExecutorMapper(BridgeMapper):
-    """Plain views only, run in the application's thread pool."""
-
-    def map_coroutine(self, view: View, mapped: View) -> View:
-        raise self.refuse(
-            view,
-            "it is a coroutine function, which a thread pool cannot await",
-            "Register it with mapper=CoroutineMapper or CoroutineOrExecutorMapper.",
-        )
-
-
-class GreenletMapper(BridgeMapper):
-    """Plain views run in the request greenlet itself, with no thread hop.
-
-    For views that do their I/O through :func:`~aiopyramid_ng.helpers.synchronize`
-    or :func:`~aiopyramid_ng.helpers.await_`: a blocking call in such a view
-    blocks the event loop.  Coroutine views are awaited as usual.
-    """
-
-    def map_plain(self, view: View, mapped: View) -> View:
-        return mapped

@@ -1,4 +1,4 @@
-"""The blocking detector: find the code that keeps the event loop from other requests.
+"""Diagnostics for code that holds the event loop: the blocking detector and nested loops.
 
 Everything a request greenlet runs between two waits runs on the event loop
 thread; while it runs, no other request on that loop makes progress.  With
@@ -11,12 +11,17 @@ uninterrupted run longer than the threshold is logged as a warning on the
 
 Timing costs two clock reads per switch, so leave the setting out in
 production unless you are looking for such a hook.
+
+A view that runs on the loop thread and calls a library that starts an
+event loop of its own there (``asyncio.run``, ``loop.run_until_complete``,
+asgiref's ``async_to_sync``) fails with a ``RuntimeError`` that says nothing
+about the fix; :func:`nested_loop_view` re-raises it as a
+:class:`~aiopyramid_ng.exceptions.NestedLoopError` that does.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
@@ -25,29 +30,13 @@ from pyramid.interfaces import IRequest
 from pyramid.util import object_description
 
 from .bridge import segment_observer, time_segments
-from .settings import positive_setting
+from .exceptions import NestedLoopError
+from .settings import BLOCKING_MS
 from .types import Environ
 
-__all__ = ["BLOCKING_SETTING", "BlockingReport", "blocking_ms_from_settings", "includeme"]
-
-BLOCKING_SETTING = "aiopyramid_ng.debug.blocking_ms"
+__all__ = ["BlockingReport", "includeme", "nested_loop_view", "watched_view"]
 
 log = logging.getLogger("aiopyramid_ng.debug")
-
-
-def blocking_ms_from_settings(settings: Mapping[str, Any] | None) -> float | None:
-    """Read and check ``aiopyramid_ng.debug.blocking_ms``; None when it is unset."""
-    raw = (settings or {}).get(BLOCKING_SETTING)
-    if raw is None or str(raw).strip() == "":
-        return None
-    return positive_setting(
-        settings,
-        BLOCKING_SETTING,
-        0.0,
-        float,
-        "set it to the longest run on the event loop to tolerate, in milliseconds (say 100), "
-        "or remove it to turn the blocking detector off.",
-    )
 
 
 class BlockingReport:
@@ -88,7 +77,7 @@ class BlockingReport:
 
 def watched_view(view: Any, info: Any) -> Any:
     """View deriver: tell the request's :class:`BlockingReport` which view runs."""
-    if blocking_ms_from_settings(info.settings) is None:
+    if BLOCKING_MS.read(info.settings) is None:
         return view
     name = object_description(info.original_view)
 
@@ -102,8 +91,46 @@ def watched_view(view: Any, info: Any) -> Any:
     return named_view
 
 
+#: Fragments of the messages asyncio and asgiref raise in that case.
+NESTED_LOOP_MESSAGES = (
+    "cannot be called from a running event loop",
+    "This event loop is already running",
+    "You cannot use AsyncToSync in the same thread as an async event loop",
+)
+
+
+def _is_nested_loop_error(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return any(fragment in text for fragment in NESTED_LOOP_MESSAGES)
+
+
+def nested_loop_view(view: Any, info: Any) -> Any:
+    """View deriver: explain a nested event loop, naming the view and the fix."""
+    name = object_description(info.original_view)
+
+    def loop_checked_view(context: Any, request: IRequest) -> Any:
+        try:
+            return view(context, request)
+        except NestedLoopError:
+            raise
+        except RuntimeError as exc:
+            if not _is_nested_loop_error(exc):
+                raise
+            raise NestedLoopError(
+                f"{name} (or a library it calls) tried to start an event loop ({exc}) on the "
+                "thread of the event loop serving the request. Run that blocking code in the "
+                "thread pool: decorate the function with aiopyramid_ng.helpers.use_executor "
+                "and await it from an async def view, or register the view with "
+                "mapper=ExecutorMapper (a plain view), where a loop of its own is allowed. "
+                "Better still, await the library's coroutine directly."
+            ) from exc
+
+    return loop_checked_view
+
+
 def includeme(config: Configurator) -> None:
-    """Add the view deriver, and start timing if the setting asks for it."""
+    """Add the view derivers, and start timing if the setting asks for it."""
     config.add_view_deriver(watched_view)
-    if blocking_ms_from_settings(config.get_settings()) is not None:
+    config.add_view_deriver(nested_loop_view)
+    if BLOCKING_MS.read(config.get_settings()) is not None:
         time_segments()

@@ -2,8 +2,8 @@
 
 Subscribe with ``config.add_subscriber(handler, ApplicationStartup)``.
 Subscribers run in a request greenlet on the server's event loop, so they
-may use :func:`~aiopyramid_ng.helpers.synchronize`d coroutines (and, once
-async subscribers are enabled, be ``async def`` themselves).
+may use :func:`~aiopyramid_ng.helpers.synchronize`\\ d coroutines or be
+``async def`` themselves.  Their interfaces live in :mod:`aiopyramid_ng.interfaces`.
 """
 
 from __future__ import annotations
@@ -11,28 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from pyramid.registry import Registry
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
 
-__all__ = [
-    "ApplicationShutdown",
-    "ApplicationStartup",
-    "IApplicationShutdown",
-    "IApplicationStartup",
-]
+from .interfaces import IApplicationShutdown, IApplicationStartup
 
-
-class IApplicationStartup(Interface):  # type: ignore[misc]
-    """The server is about to route requests to the application."""
-
-    app = Attribute("The ASGI application being started.")
-    registry = Attribute("The Pyramid registry of the application.")
-
-
-class IApplicationShutdown(Interface):  # type: ignore[misc]
-    """The server has stopped routing requests to the application."""
-
-    app = Attribute("The ASGI application being shut down.")
-    registry = Attribute("The Pyramid registry of the application.")
+__all__ = ["ApplicationShutdown", "ApplicationStartup"]
 
 
 @implementer(IApplicationStartup)

@@ -1,8 +1,20 @@
-"""Exceptions raised by aiopyramid_ng."""
+"""Every exception aiopyramid_ng raises for an application or its client to see."""
 
 from __future__ import annotations
 
-__all__ = ["ScopeError"]
+from typing import Any
+
+__all__ = [
+    "ClientDisconnected",
+    "ConnectionClosedError",
+    "NestedLoopError",
+    "ScopeError",
+    "SharedSessionError",
+    "WebsocketClosed",
+]
+
+#: RFC 6455's close code for a normal closure, the default of :class:`WebsocketClosed`.
+NORMAL_CLOSURE = 1000
 
 
 class ScopeError(RuntimeError):
@@ -13,3 +25,52 @@ class ScopeError(RuntimeError):
     :func:`aiopyramid_ng.helpers.spawn_greenlet`) or in a worker thread that
     serves a request.  The message names what was missing and how to fix it.
     """
+
+
+class NestedLoopError(RuntimeError):
+    """A view tried to run an event loop on the thread of the running one."""
+
+
+class SharedSessionError(RuntimeError):
+    """A SQLAlchemy session that belongs to one running request was used by another."""
+
+
+class ClientDisconnected(BaseException):
+    """The client went away before its request was complete.
+
+    Raised where the application sends a response chunk (or the adapter reads
+    the body) after the client left.  A ``BaseException`` so that Pyramid's
+    exception views and ``except Exception`` in application code do not turn
+    a vanished client into an error response nobody would receive.
+    """
+
+
+class WebsocketClosed(Exception):
+    """Raise it anywhere in a WebSocket view to end the connection.
+
+    The connection closes with ``code`` and ``reason`` (if still open) and the
+    view ends normally: nothing is logged as an error.
+    """
+
+    def __init__(self, code: int = NORMAL_CLOSURE, reason: str = ""):
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+class ConnectionClosedError(RuntimeError):
+    """A message was sent on a WebSocket connection that is already closed.
+
+    ``connection`` is the closed connection.  Escaping the view of that same
+    connection it ends the view quietly (its peer is gone); escaping another
+    connection's view (a broadcast to a peer that just left) it is an error
+    of that view like any other.
+    """
+
+    def __init__(self, connection: Any):
+        self.connection = connection
+        super().__init__(
+            f"Cannot send on the WebSocket connection to {connection.path!r}: it is closed "
+            f"(close code {connection.close_code}). Check `ws.closed` first, or catch "
+            "ConnectionClosedError where a peer may have left (a broadcast)."
+        )

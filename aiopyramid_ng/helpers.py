@@ -11,20 +11,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
+from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from pyramid.exceptions import ConfigurationError
 from pyramid.util import object_description
 
-from .bridge import await_ as greenlet_await
-from .bridge import in_bridge, spawn_greenlet
-from .executor import current_executor, run_in_thread
-from .locks import Lock
-from .waiting import await_, wait_outside_bridge
+from .bridge import await_in_greenlet, in_bridge, spawn_greenlet
+from .executor import current_executor
+from .threads import run_in_thread, wait_from_thread
 
 __all__ = ["Lock", "await_", "spawn_greenlet", "synchronize", "use_executor"]
 
@@ -32,6 +32,24 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 CoroutineFunction = Callable[P, Coroutine[Any, Any, T]]
+
+
+def await_(awaitable: Awaitable[T]) -> T:
+    """Wait for ``awaitable`` from synchronous code and return its result.
+
+    Works wherever functions decorated with :func:`synchronize` work: in a
+    request greenlet (only that request waits; the event loop keeps serving
+    others) and in a worker thread serving a request (the request's loop runs
+    the awaitable while the thread blocks).  An exception raised by the
+    awaitable propagates unchanged, and cancelling the request's Task throws
+    the cancellation into the awaitable where it waits.
+
+    :raises ScopeError: anywhere else; the awaitable is closed first.
+    """
+    if in_bridge():
+        return await_in_greenlet(awaitable)
+    result: T = wait_from_thread(awaitable, strict=True)  # type: ignore[assignment]
+    return result
 
 
 @overload
@@ -82,8 +100,8 @@ def synchronize(func: Any = None, /, *, strict: bool = True) -> Any:
         def synchronized(*args: Any, **kwargs: Any) -> Any:
             coroutine = coroutine_function(*args, **kwargs)
             if in_bridge():
-                return greenlet_await(coroutine)
-            return wait_outside_bridge(coroutine, strict)
+                return await_in_greenlet(coroutine)
+            return wait_from_thread(coroutine, strict)
 
         return synchronized
 
@@ -125,3 +143,67 @@ def use_executor(func: Any = None, /, *, executor: Executor | None = None) -> An
     if func is None:
         return decorate
     return decorate(func)
+
+
+async def _release(lock: asyncio.Lock) -> None:
+    lock.release()
+
+
+class Lock:
+    """Mutual exclusion for request code, usable as ``with lock:`` and ``async with lock:``.
+
+    A ``threading.Lock`` held by one request greenlet while it waits freezes
+    the event loop as soon as a second greenlet asks for it (the second one
+    blocks the loop thread, so the first never resumes to release it); a
+    ``threading.RLock`` lets the second greenlet straight in, since both run
+    on one thread.  This lock suspends the waiting request instead.
+
+    From a request greenlet, ``acquire()`` suspends only the calling request;
+    from a worker thread serving a request, it blocks that thread while the
+    request's loop waits for the lock.  Like :class:`asyncio.Lock`, it binds to
+    the first event loop that waits on it; it is not reentrant.
+    """
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    def locked(self) -> bool:
+        """Return True when some request holds the lock."""
+        return self._lock.locked()
+
+    def acquire(self) -> bool:
+        """Wait until the lock is free, then take it."""
+        return await_(self._lock.acquire())
+
+    def release(self) -> None:
+        """Let the next waiter in.
+
+        :raises RuntimeError: when the lock is not held.
+        """
+        if in_bridge():
+            self._lock.release()
+        else:
+            # asyncio.Lock is not thread-safe: release it on its loop.
+            await_(_release(self._lock))
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    async def __aenter__(self) -> bool:
+        return await self._lock.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._lock.release()

@@ -1,10 +1,15 @@
-"""Zope interfaces for the pluggable parts of aiopyramid_ng."""
+"""Every zope interface of aiopyramid_ng: the contracts of its pluggable parts."""
 
 from __future__ import annotations
 
 from zope.interface import Attribute, Interface
 
-__all__ = ["IAppExecutor"]
+__all__ = [
+    "IAppExecutor",
+    "IApplicationShutdown",
+    "IApplicationStartup",
+    "IWebsocketConnections",
+]
 
 
 class IAppExecutor(Interface):  # type: ignore[misc]
@@ -22,3 +27,31 @@ class IAppExecutor(Interface):  # type: ignore[misc]
 
     def shutdown(wait: bool = True) -> None:
         """Shut the pool down if the application owns it; later ``get()`` makes a new one."""
+
+
+class IWebsocketConnections(Interface):  # type: ignore[misc]
+    """The registry utility tracking an application's open WebSocket connections.
+
+    The ASGI adapter adds each connection when its handshake starts and
+    discards it when its scope ends.
+    """
+
+    def add(connection: object) -> None:
+        """Track ``connection``."""
+
+    def discard(connection: object) -> None:
+        """Stop tracking ``connection``."""
+
+
+class IApplicationStartup(Interface):  # type: ignore[misc]
+    """The server is about to route requests to the application."""
+
+    app = Attribute("The ASGI application being started.")
+    registry = Attribute("The Pyramid registry of the application.")
+
+
+class IApplicationShutdown(Interface):  # type: ignore[misc]
+    """The server has stopped routing requests to the application."""
+
+    app = Attribute("The ASGI application being shut down.")
+    registry = Attribute("The Pyramid registry of the application.")

@@ -26,17 +26,15 @@ from typing import Any
 
 from pyramid.config import Configurator
 from pyramid.events import ApplicationCreated
-from pyramid.interfaces import PHASE1_CONFIG, IRendererFactory, IRendererInfo
+from pyramid.interfaces import IRendererFactory, IRendererInfo
 from pyramid.registry import Registry
 from zope.interface import implementer
 
-from .config import is_coroutine_view
-from .hooks import resolve
+from .coroutines import is_coroutine_callable, resolve
+from .orders import ORDERS
 
 __all__ = ["AsyncRenderer", "BridgedRendererFactory", "includeme"]
 
-#: After ``add_renderer`` (PHASE1); renderers are looked up when first used.
-WRAP_RENDERERS_ORDER = PHASE1_CONFIG + 1
 
 _FIX = "Render from request code, or run the caller with `await spawn_greenlet(func, ...)`."
 
@@ -62,7 +60,7 @@ class BridgedRendererFactory:
 
     def __call__(self, info: IRendererInfo) -> Any:
         renderer = self.factory(info)
-        if is_coroutine_view(renderer):
+        if is_coroutine_callable(renderer):
             return AsyncRenderer(renderer)
         return renderer
 
@@ -84,5 +82,7 @@ def includeme(config: Configurator) -> None:
     def on_created(event: ApplicationCreated) -> None:
         wrap_renderer_factories(registry)
 
-    config.action(None, lambda: wrap_renderer_factories(registry), order=WRAP_RENDERERS_ORDER)
+    config.action(
+        None, lambda: wrap_renderer_factories(registry), order=ORDERS["wrap_renderer_factories"]
+    )
     config.add_subscriber(on_created, ApplicationCreated)

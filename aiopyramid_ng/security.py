@@ -29,22 +29,17 @@ from pyramid.authorization import ACLHelper as PyramidACLHelper
 from pyramid.config import Configurator
 from pyramid.events import ApplicationCreated
 from pyramid.exceptions import ConfigurationError
-from pyramid.interfaces import PHASE2_CONFIG, PHASE3_CONFIG, IRequest, ISecurityPolicy
+from pyramid.interfaces import IRequest, ISecurityPolicy
 from pyramid.location import lineage
 from pyramid.request import RequestLocalCache
 from pyramid.security import LegacySecurityPolicy
 from zope.interface import implementer
 
-from .config import is_coroutine_view
-from .hooks import describe, resolve
+from .coroutines import describe, is_coroutine_callable, resolve
+from .orders import ORDERS
 
 __all__ = ["ACLHelper", "BridgedSecurityPolicy", "includeme"]
 
-#: After Pyramid registers the policy (``set_security_policy`` and the legacy
-#: ``set_authentication_policy`` act at PHASE2) and before views are built
-#: (PHASE3), because a view's permission check keeps the policy it finds
-#: when it is built.
-WRAP_POLICY_ORDER = (PHASE2_CONFIG + PHASE3_CONFIG) // 2
 
 POLICY_METHODS = ("identity", "authenticated_userid", "permits", "remember", "forget")
 
@@ -124,7 +119,7 @@ class BridgedSecurityPolicy:
 def _async_acl_in(context: Any) -> Any:
     for location in lineage(context):
         acl = getattr(location, "__acl__", None)
-        if acl is not None and is_coroutine_view(acl):
+        if acl is not None and is_coroutine_callable(acl):
             return acl
     return None
 
@@ -209,7 +204,7 @@ class ACLHelper(PyramidACLHelper):  # type: ignore[misc]
 def _async_methods(policy: Any) -> Iterator[str]:
     for name in POLICY_METHODS:
         method = getattr(policy, name, None)
-        if method is not None and is_coroutine_view(method):
+        if method is not None and is_coroutine_callable(method):
             yield name
 
 
@@ -243,5 +238,5 @@ def includeme(config: Configurator) -> None:
                 "config.commit() between them)."
             )
 
-    config.action(None, wrap_policy, order=WRAP_POLICY_ORDER)
+    config.action(None, wrap_policy, order=ORDERS["wrap_security_policy"])
     config.add_subscriber(check_policy, ApplicationCreated)

@@ -24,14 +24,12 @@ from typing import Any
 from pyramid.config import Configurator
 from pyramid.interfaces import IRequest, ISessionFactory
 
-from .waiting import await_
+from .helpers import await_
+from .orders import ORDERS
 
 __all__ = ["async_session_factory", "includeme"]
 
 AsyncSessionFactory = Callable[[IRequest], Awaitable[Any]]
-
-#: After every ordinary action, so the session factory registered last is seen.
-WRAP_FACTORY_ORDER = 9_000
 
 
 def async_session_factory(factory: AsyncSessionFactory) -> Callable[[IRequest], Any]:
@@ -53,4 +51,4 @@ def includeme(config: Configurator) -> None:
         if inspect.iscoroutinefunction(factory):
             registry.registerUtility(async_session_factory(factory), ISessionFactory)
 
-    config.action(None, wrap_session_factory, order=WRAP_FACTORY_ORDER)
+    config.action(None, wrap_session_factory, order=ORDERS["wrap_session_factory"])

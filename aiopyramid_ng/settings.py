@@ -1,35 +1,197 @@
-"""Reading aiopyramid_ng's settings: one place that checks them and words the errors."""
+"""Every ``aiopyramid_ng.*`` setting: its name, default, reader and error text.
+
+Each setting is one :class:`Setting` in :data:`SETTINGS`; the module that
+uses it reads it with :meth:`Setting.read`, which checks the value and words
+the error.  ``config.include('aiopyramid_ng')`` calls :func:`check_settings`
+at commit, so a bad value, or a name that is not in the table (a typo),
+fails at start-up naming the setting and the fix.  ``docs/configuration.rst``
+documents exactly these settings; a test keeps the two in step.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from pyramid.exceptions import ConfigurationError
 
-__all__ = ["positive_setting"]
+__all__ = [
+    "BLOCKING_MS",
+    "COMPAT_DISABLE",
+    "MAX_BODY_SIZE",
+    "MAX_WORKERS",
+    "PIPELINE",
+    "PREFIX",
+    "SETTINGS",
+    "WEBSOCKET_ALLOWED_ORIGINS",
+    "Setting",
+    "check_settings",
+]
 
-N = TypeVar("N", int, float)
+T = TypeVar("T")
+
+#: Every setting of the add-on starts with this.
+PREFIX = "aiopyramid_ng."
+
+#: The docs section every error message points to.
+DOCS = "see 'Configuration' in the aiopyramid_ng documentation"
 
 
-def positive_setting(
-    settings: Mapping[str, Any] | None,
-    name: str,
-    default: N,
-    convert: Callable[[Any], N],
-    fix: str,
-) -> N:
-    """Return the setting ``name`` converted by ``convert``, or ``default`` when absent.
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One setting: ``parse`` turns the raw value into ``T`` or raises ``ValueError``.
 
-    :raises ConfigurationError: when the value is not a positive number; the
-        message names the setting, the value and ``fix``.
+    ``expected`` describes a valid value and ``fix`` says what to set, both
+    for the error message; ``summary`` is the one line the docs table shows.
     """
-    raw = (settings or {}).get(name, default)
-    try:
-        value = convert(raw)
-    except (TypeError, ValueError):
-        value = convert(0)
-    if value <= 0:
-        kind = "whole number" if convert is int else "number"
-        raise ConfigurationError(f"The setting {name} = {raw!r} is not a positive {kind}; {fix}")
-    return value
+
+    name: str
+    default: T
+    parse: Callable[[Any], T]
+    expected: str
+    fix: str
+    summary: str
+
+    def read(self, settings: Mapping[str, Any] | None) -> T:
+        """Return the value in ``settings`` (or the default), checked.
+
+        :raises ConfigurationError: naming the setting, the value and the fix.
+        """
+        raw = (settings or {}).get(self.name)
+        if raw is None:
+            return self.default
+        try:
+            return self.parse(raw)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"The setting {self.name} = {raw!r} is not {self.expected}; {self.fix} ({DOCS})."
+            ) from None
+
+
+def _positive(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse(raw: Any) -> Any:
+        value = convert(str(raw).strip() if isinstance(raw, str) else raw)
+        if not value > 0:  # also rejects nan
+            raise ValueError(raw)
+        return value
+
+    return parse
+
+
+def _optional_positive_float(raw: Any) -> float | None:
+    if str(raw).strip() == "":
+        return None
+    parsed: float = _positive(float)(raw)
+    return parsed
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = str(raw).strip()
+        if value not in choices:
+            raise ValueError(raw)
+        return value
+
+    return parse
+
+
+def _words(raw: Any) -> tuple[str, ...]:
+    """A whitespace-separated string (as in an ini file) or a list of strings."""
+    words = raw.split() if isinstance(raw, str) else list(raw)
+    if not all(isinstance(word, str) for word in words):
+        raise ValueError(raw)
+    return tuple(words)
+
+
+#: The pool size when ``aiopyramid_ng.executor.max_workers`` is absent: the
+#: standard library's default for thread pools, ``min(32, os.cpu_count() + 4)``.
+DEFAULT_MAX_WORKERS = min(32, (os.cpu_count() or 1) + 4)
+
+MAX_BODY_SIZE: Setting[int] = Setting(
+    name="aiopyramid_ng.max_body_size",
+    default=10 * 1024 * 1024,
+    parse=_positive(int),
+    expected="a positive whole number",
+    fix="set it to the largest request body to accept, in bytes (default 10485760)",
+    summary="Largest request body accepted under ASGI, in bytes; larger ones get 413.",
+)
+
+MAX_WORKERS: Setting[int] = Setting(
+    name="aiopyramid_ng.executor.max_workers",
+    default=DEFAULT_MAX_WORKERS,
+    parse=_positive(int),
+    expected="a positive whole number",
+    fix=f"set it to the number of threads for blocking views (default {DEFAULT_MAX_WORKERS})",
+    summary="Threads of the application's pool for plain views and use_executor functions.",
+)
+
+PIPELINE: Setting[str] = Setting(
+    name="aiopyramid_ng.pipeline",
+    default="greenlet",
+    parse=_choice("greenlet", "executor"),
+    expected="one of 'greenlet' or 'executor'",
+    fix="write greenlet (run the synchronous pipeline in the request greenlet, on the event "
+    "loop) or executor (run it in the thread pool, for applications whose hooks block)",
+    summary="Where the synchronous pipeline (tweens, traversal, security) runs.",
+)
+
+BLOCKING_MS: Setting[float | None] = Setting(
+    name="aiopyramid_ng.debug.blocking_ms",
+    default=None,
+    parse=_optional_positive_float,
+    expected="a positive number of milliseconds",
+    fix="set it to the longest run on the event loop to tolerate, in milliseconds (say 100), "
+    "or remove it to turn the blocking detector off",
+    summary="Log every run on the event loop longer than this many milliseconds.",
+)
+
+WEBSOCKET_ALLOWED_ORIGINS: Setting[tuple[str, ...]] = Setting(
+    name="aiopyramid_ng.websocket.allowed_origins",
+    default=(),
+    parse=_words,
+    expected="a list of origins",
+    fix="list origins separated by spaces, as scheme://host[:port], or * for any",
+    summary="Origins whose pages may open WebSocket connections, besides the host's own.",
+)
+
+COMPAT_DISABLE: Setting[tuple[str, ...]] = Setting(
+    name="aiopyramid_ng.compat.disable",
+    default=(),
+    parse=_words,
+    expected="a list of adaptation names",
+    fix="list names from aiopyramid_ng.compat.ADAPTATIONS separated by spaces",
+    summary="Adaptations of other libraries not to install (see Compatibility).",
+)
+
+#: Every setting, by name.
+SETTINGS: dict[str, Setting[Any]] = {
+    setting.name: setting
+    for setting in (
+        MAX_BODY_SIZE,
+        MAX_WORKERS,
+        PIPELINE,
+        BLOCKING_MS,
+        WEBSOCKET_ALLOWED_ORIGINS,
+        COMPAT_DISABLE,
+    )
+}
+
+
+def check_settings(settings: Mapping[str, Any] | None) -> None:
+    """Read every setting once, and refuse ``aiopyramid_ng.*`` names not in the table.
+
+    :raises ConfigurationError: for a bad value or an unknown name; the
+        message suggests the closest known name.
+    """
+    for setting in SETTINGS.values():
+        setting.read(settings)
+    for name in settings or {}:
+        if name.startswith(PREFIX) and name not in SETTINGS:
+            close = difflib.get_close_matches(name, SETTINGS, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(SETTINGS)}."
+            raise ConfigurationError(
+                f"Unknown setting {name}: aiopyramid_ng has no such setting; {hint} ({DOCS})."
+            )

@@ -27,7 +27,7 @@ from pyramid.config import Configurator
 from pyramid.registry import Registry
 from zope.interface import providedBy
 
-from .hooks import resolve
+from .coroutines import resolve
 
 __all__ = ["AwaitingNotify", "includeme"]
 

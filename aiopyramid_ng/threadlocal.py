@@ -19,9 +19,10 @@ from contextvars import ContextVar
 from typing import Any
 
 import pyramid.threadlocal
+from pyramid.interfaces import IRequest
 from pyramid.threadlocal import ThreadLocalManager
 
-__all__ = ["ContextLocalManager", "install"]
+__all__ = ["ContextLocalManager", "install", "outermost_request"]
 
 Info = dict[str, Any]
 
@@ -83,3 +84,17 @@ def install() -> None:
     manager.stack.clear()
     manager.__class__ = ContextLocalManager
     manager.stack = pushed
+
+
+def outermost_request() -> IRequest | None:
+    """Return the outermost request of the calling context, or None outside requests.
+
+    The request stack being context-local, this is the same request in its
+    request greenlet, in a worker thread serving it and in a task it
+    started; a subrequest counts as its parent.
+    """
+    for info in pyramid.threadlocal.manager.stack:
+        request: IRequest | None = info.get("request")
+        if request is not None:
+            return request
+    return None

@@ -39,7 +39,7 @@ from pyramid.interfaces import IRequest, ITraverser
 from pyramid.traversal import ResourceTreeTraverser
 from zope.interface import implementer
 
-from .hooks import resolve
+from .coroutines import resolve
 
 __all__ = ["AsyncTraverser", "includeme"]
 

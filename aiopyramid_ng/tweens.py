@@ -38,8 +38,7 @@ from pyramid.response import Response
 from zope.interface import implementer
 
 from .bridge import in_bridge, spawn_greenlet
-from .config import is_coroutine_view
-from .hooks import resolve
+from .coroutines import is_coroutine_callable, resolve
 
 __all__ = ["BridgedTweens", "TweenHandler", "includeme"]
 
@@ -101,7 +100,7 @@ def make_tween(factory: TweenFactory, handler: Handler, registry: Registry) -> A
     """Call a tween factory; wrap what it returns if it is an async tween."""
     given = TweenHandler(handler)
     tween = factory(given, registry)
-    if not is_coroutine_view(tween):
+    if not is_coroutine_callable(tween):
         return tween
     given.awaitable = True
     return AsyncTween(tween)

@@ -24,11 +24,11 @@ from pyramid.response import FileResponse, Response
 from pyramid.router import Router
 from pyramid.security import Allowed, Denied
 
-from aiopyramid_ng.bridge import RequestGreenlet, await_
+from aiopyramid_ng.asgi.disconnect import DisconnectWatch
+from aiopyramid_ng.bridge import RequestGreenlet
 from aiopyramid_ng.config import GreenletMapper
-from aiopyramid_ng.disconnect import DisconnectWatch
 from aiopyramid_ng.events import ApplicationShutdown, ApplicationStartup
-from aiopyramid_ng.helpers import synchronize
+from aiopyramid_ng.helpers import await_, synchronize
 from aiopyramid_ng.types import Environ, StartResponse
 
 #: Content of the file ``/file`` serves: several reads of FileWrapper's chunk.

@@ -26,7 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.events import ApplicationShutdown
-from aiopyramid_ng.waiting import await_
+from aiopyramid_ng.helpers import await_
 
 from .servers import PATIENCE, uvicorn_thread
 

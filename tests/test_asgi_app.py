@@ -25,9 +25,10 @@ from pyramid.router import Router
 from pyramid.threadlocal import get_current_registry
 
 from aiopyramid_ng.asgi import ASGIApplication, find_registry, from_ini, make_asgi_app
-from aiopyramid_ng.body import DEFAULT_MAX_BODY_SIZE, SPOOL_SIZE
+from aiopyramid_ng.asgi.body import SPOOL_SIZE
 from aiopyramid_ng.events import ApplicationShutdown, ApplicationStartup
 from aiopyramid_ng.interfaces import IAppExecutor
+from aiopyramid_ng.settings import MAX_BODY_SIZE
 from aiopyramid_ng.types import Environ, Message, Receive, Send, StartResponse
 
 from .asgi_support import FILE_CONTENT, Middleware, Probe, make_router
@@ -387,7 +388,7 @@ def test_body_limits(
 
 def test_max_body_size_argument_and_validation(tmp_path: Path) -> None:
     router = make_router(tmp_path)
-    assert make_asgi_app(router).max_body_size == DEFAULT_MAX_BODY_SIZE
+    assert make_asgi_app(router).max_body_size == MAX_BODY_SIZE.default
     assert make_asgi_app(router, max_body_size=5).max_body_size == 5
     with pytest.raises(
         ConfigurationError, match=r"aiopyramid_ng\.max_body_size = 0 is not a positive"

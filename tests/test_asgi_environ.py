@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from aiopyramid_ng.environ import MIN_FILE_CHUNK, FileWrapper, build_environ, wsgi_path
+from aiopyramid_ng.asgi.environ import MIN_FILE_CHUNK, FileWrapper, build_environ, wsgi_path
 
 
 def scope(**overrides: Any) -> dict[str, Any]:

@@ -18,13 +18,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from aiopyramid_ng import bridge
 from aiopyramid_ng.bridge import (
     RequestGreenlet,
-    await_,
     direct_call,
     in_bridge,
     request_loop,
     spawn_greenlet,
     spawn_greenlet_watched,
 )
+from aiopyramid_ng.bridge import await_in_greenlet as await_
 from aiopyramid_ng.exceptions import ScopeError
 
 from .conftest import LeakCheck

@@ -16,8 +16,8 @@ from pyramid.router import Router
 
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.config import GreenletMapper
+from aiopyramid_ng.exceptions import NestedLoopError
 from aiopyramid_ng.helpers import use_executor
-from aiopyramid_ng.nestedloops import NestedLoopError
 from aiopyramid_ng.testing import TestApp
 
 from .compat_support import concurrently, server_fixture

@@ -18,8 +18,8 @@ from pyramid.router import Router
 from pyramid_retry import mark_error_retryable
 
 from aiopyramid_ng.asgi import make_asgi_app
+from aiopyramid_ng.execution import GreenletExecutionPolicy
 from aiopyramid_ng.testing import TestApp
-from aiopyramid_ng.wsgi import GreenletExecutionPolicy
 
 from .compat_support import (
     KINDS,

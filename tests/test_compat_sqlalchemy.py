@@ -7,7 +7,7 @@
 
 Each request gets its session from a reified request method, closed by a
 finished callback.  A thread-scoped ``scoped_session`` used by two
-interleaved requests raises :class:`~aiopyramid_ng.dbsessions.SharedSessionError`.
+interleaved requests raises :class:`~aiopyramid_ng.compat.sqlalchemy.SharedSessionError`.
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.bridge import spawn_greenlet
 from aiopyramid_ng.config import GreenletMapper
-from aiopyramid_ng.dbsessions import SharedSessionError
 from aiopyramid_ng.events import ApplicationShutdown
-from aiopyramid_ng.executor import DEFAULT_MAX_WORKERS
+from aiopyramid_ng.exceptions import SharedSessionError
+from aiopyramid_ng.execution import thread_loop
+from aiopyramid_ng.helpers import await_
+from aiopyramid_ng.settings import DEFAULT_MAX_WORKERS
 from aiopyramid_ng.testing import TestApp
-from aiopyramid_ng.waiting import await_
-from aiopyramid_ng.wsgi import thread_loop
 
 from .compat_support import (
     Base,
@@ -224,7 +224,7 @@ def test_an_application_without_sqlalchemy_does_not_import_it() -> None:
         "    config.include('aiopyramid_ng')\n"
         "    config.make_wsgi_app()\n"
         "from sqlalchemy import event\n"
-        "from aiopyramid_ng.dbsessions import _check_execute\n"
+        "from aiopyramid_ng.compat.sqlalchemy import _check_execute\n"
         "assert event.contains(sqlalchemy.orm.Session, 'do_orm_execute', _check_execute)\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)

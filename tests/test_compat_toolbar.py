@@ -22,8 +22,8 @@ from pyramid.response import Response
 from pyramid.router import Router
 
 from aiopyramid_ng.asgi import make_asgi_app
+from aiopyramid_ng.helpers import await_
 from aiopyramid_ng.testing import TestApp
-from aiopyramid_ng.waiting import await_
 
 from .compat_support import KINDS, Requests, add_views_by_kind, concurrently, server_fixture
 
@@ -89,7 +89,7 @@ def test_each_toolbar_page_shows_its_own_request(
         ("GET", f"/{KINDS[n % 3]}", {"params": {"tag": f"t{n}"}, "headers": PROFILE})
         for n in range(30)
     ]
-    with caplog.at_level(logging.WARNING, logger="aiopyramid_ng.toolbar"):
+    with caplog.at_level(logging.WARNING, logger="aiopyramid_ng.compat.debugtoolbar"):
         responses = concurrently(server, requests)
     pages = concurrently(server, [("GET", toolbar_path(r.text), {}) for r in responses])
     for (_, _, options), page in zip(requests, pages, strict=True):

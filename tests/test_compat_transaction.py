@@ -31,13 +31,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from aiopyramid_ng.asgi import make_asgi_app
+from aiopyramid_ng.compat.transaction import ContextTransactionManager, RequestTransactionPolicy
 from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.events import ApplicationShutdown
-from aiopyramid_ng.executor import DEFAULT_MAX_WORKERS
+from aiopyramid_ng.execution import thread_loop
+from aiopyramid_ng.helpers import await_
+from aiopyramid_ng.settings import DEFAULT_MAX_WORKERS
 from aiopyramid_ng.testing import TestApp
-from aiopyramid_ng.transaction import ContextTransactionManager, RequestTransactionPolicy
-from aiopyramid_ng.waiting import await_
-from aiopyramid_ng.wsgi import thread_loop
 
 from .compat_support import (
     KINDS,

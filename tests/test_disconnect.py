@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aiopyramid_ng.disconnect import DisconnectWatch
+from aiopyramid_ng.asgi.disconnect import DisconnectWatch
 from aiopyramid_ng.types import Message
 
 

@@ -19,9 +19,11 @@ from webtest import TestApp
 
 from aiopyramid_ng.bridge import in_bridge
 from aiopyramid_ng.exceptions import ScopeError
-from aiopyramid_ng.executor import DEFAULT_MAX_WORKERS, AppExecutor, run_in_thread
+from aiopyramid_ng.executor import AppExecutor
 from aiopyramid_ng.helpers import spawn_greenlet, synchronize, use_executor
 from aiopyramid_ng.interfaces import IAppExecutor
+from aiopyramid_ng.settings import DEFAULT_MAX_WORKERS
+from aiopyramid_ng.threads import run_in_thread
 
 from .conftest import LeakCheck, get_response, make_app, make_one_view_app
 

@@ -10,8 +10,8 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.threadlocal import get_current_request, manager
 
-from aiopyramid_ng.executor import DEFAULT_MAX_WORKERS
 from aiopyramid_ng.interfaces import IAppExecutor
+from aiopyramid_ng.settings import DEFAULT_MAX_WORKERS
 
 from .conftest import LeakCheck, get_response, make_app
 

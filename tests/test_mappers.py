@@ -24,8 +24,8 @@ from aiopyramid_ng.config import (
     CoroutineOrExecutorMapper,
     ExecutorMapper,
     GreenletMapper,
-    is_coroutine_view,
 )
+from aiopyramid_ng.coroutines import is_coroutine_callable
 
 from .conftest import get_response, make_app
 
@@ -148,7 +148,7 @@ def _app_with(view: Any, attr: str | None, mapper: type | None, via_default: boo
 
 @pytest.mark.parametrize(("mapper", "view", "attr", "is_async"), MATRIX)
 def test_mapper_and_view_shape(mapper: type, view: Any, attr: str | None, is_async: bool) -> None:
-    assert is_coroutine_view(view, attr) is is_async
+    assert is_coroutine_callable(view, attr) is is_async
     expected_place = MAPPERS[mapper][0 if is_async else 1]
     if expected_place is None:
         with pytest.raises(ConfigurationError) as info:
@@ -216,9 +216,9 @@ def _response_kinds_app(mapper: type) -> Any:
 
     def setup(config: Configurator) -> None:
         for name, view in views.items():
-            if is_coroutine_view(view) and mapper is ExecutorMapper:
+            if is_coroutine_callable(view) and mapper is ExecutorMapper:
                 continue
-            if not is_coroutine_view(view) and mapper is CoroutineMapper:
+            if not is_coroutine_callable(view) and mapper is CoroutineMapper:
                 continue
             config.add_route(name, f"/{name}")
             config.add_view(view, route_name=name, renderer="json", mapper=mapper)

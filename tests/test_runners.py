@@ -26,16 +26,10 @@ from pyramid.exceptions import ConfigurationError
 from websockets.asyncio.client import connect
 
 from aiopyramid_ng.asgi import ASGIApplication
-from aiopyramid_ng.runners import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    daphne_kwargs,
-    hypercorn_config,
-    parse_addresses,
-    parse_options,
-    uvicorn_config,
-    uvicorn_options,
-)
+from aiopyramid_ng.servers.daphne import daphne_kwargs
+from aiopyramid_ng.servers.hypercorn import hypercorn_config
+from aiopyramid_ng.servers.options import DEFAULT_HOST, DEFAULT_PORT, parse_addresses, parse_options
+from aiopyramid_ng.servers.uvicorn import uvicorn_config, uvicorn_options
 
 from .servers import HOST, free_port, serving
 

@@ -20,18 +20,15 @@ from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationError
 
 from aiopyramid_ng.asgi import ASGIApplication, make_asgi_app
+from aiopyramid_ng.asgi.connection import INBOX_SIZE
+from aiopyramid_ng.interfaces import IWebsocketConnections
+from aiopyramid_ng.settings import WEBSOCKET_ALLOWED_ORIGINS
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.types import Message
-from aiopyramid_ng.websocket import (
-    ALLOWED_ORIGINS_SETTING,
-    IWebsocketConnections,
-    OpenConnections,
-    WebsocketConnectionView,
-    WebsocketMapper,
-)
-from aiopyramid_ng.websocket.connection import INBOX_SIZE
+from aiopyramid_ng.websocket import WebsocketConnectionView, WebsocketMapper
 from aiopyramid_ng.websocket.mapper import _accepts
 from aiopyramid_ng.websocket.origins import origin_allowed, parse_origins
+from aiopyramid_ng.websocket.tracking import OpenConnections
 
 from .conftest import LeakCheck, make_app
 from .websocket_app import Probe, echo, make_router
@@ -602,7 +599,7 @@ def test_origin_check(
     [("https://a.example http://evil.example", True), ("*", True), ("https://a.example", False)],
 )
 def test_allowed_origins_setting(setting: str, accepted: bool) -> None:
-    served = Served(**{ALLOWED_ORIGINS_SETTING: setting})
+    served = Served(**{WEBSOCKET_ALLOWED_ORIGINS.name: setting})
 
     async def scenario() -> Message:
         client = Client(
@@ -629,8 +626,8 @@ def test_origin_helpers() -> None:
     "value", ["example.com", "https://example.com/path", "https://a.example?x=1", "ftp//x"]
 )
 def test_bad_origin_setting_fails_at_commit(value: str) -> None:
-    with pytest.raises(ConfigurationError, match=f"{ALLOWED_ORIGINS_SETTING}: '"):
-        make_app(lambda config: None, **{ALLOWED_ORIGINS_SETTING: value})
+    with pytest.raises(ConfigurationError, match=f"{WEBSOCKET_ALLOWED_ORIGINS.name}: '"):
+        make_app(lambda config: None, **{WEBSOCKET_ALLOWED_ORIGINS.name: value})
 
 
 # -- configuration errors ------------------------------------------------------------

@@ -19,8 +19,8 @@ from pyramid.threadlocal import get_current_request
 from waitress.server import create_server
 from webtest import TestApp
 
+from aiopyramid_ng.execution import GreenletExecutionPolicy
 from aiopyramid_ng.helpers import synchronize
-from aiopyramid_ng.wsgi import GreenletExecutionPolicy
 
 from .conftest import make_app
 from .servers import HOST, free_port

@@ -14,6 +14,10 @@
 Routes, traversal, predicates and permissions select and guard WebSocket
 views like any other; the handshake is accepted only once the view is
 reached, after an ``Origin`` check.  See ``docs/websockets.rst``.
+
+This package is the view API (``endpoints``, ``mapper``, ``origins``,
+``tracking``); the ASGI side of a connection is
+:mod:`aiopyramid_ng.asgi.connection` and :mod:`aiopyramid_ng.asgi.websocket`.
 """
 
 from __future__ import annotations
@@ -21,30 +25,21 @@ from __future__ import annotations
 from pyramid.config import Configurator
 
 from ..events import ApplicationShutdown
-from .connection import (
-    ENVIRON_KEY,
-    ConnectionClosedError,
-    SyncWebSocket,
-    WebSocket,
-    WebsocketClosed,
-)
+from ..exceptions import ConnectionClosedError, WebsocketClosed
+from ..interfaces import IWebsocketConnections
+from .endpoints import SyncWebSocket, WebSocket
 from .mapper import WebsocketConnectionView, WebsocketMapper, websocket_options
-from .origins import ALLOWED_ORIGINS_SETTING, allowed_origins_from_settings
-from .serving import IWebsocketConnections, OpenConnections, close_on_shutdown, serve_websocket
+from .origins import allowed_origins_from_settings
+from .tracking import OpenConnections, close_on_shutdown
 
 __all__ = [
-    "ALLOWED_ORIGINS_SETTING",
-    "ENVIRON_KEY",
     "ConnectionClosedError",
-    "IWebsocketConnections",
-    "OpenConnections",
     "SyncWebSocket",
     "WebSocket",
     "WebsocketClosed",
     "WebsocketConnectionView",
     "WebsocketMapper",
     "includeme",
-    "serve_websocket",
 ]
 
 

@@ -23,21 +23,19 @@ from pyramid.interfaces import IRequest
 from pyramid.response import Response
 from pyramid.util import object_description
 
-from ..config import is_coroutine_view
-from ..derivers import _mapper_of
-from ..waiting import await_
-from .connection import (
+from ..asgi.connection import (
     ENVIRON_KEY,
     GOING_AWAY,
     INTERNAL_ERROR,
     NORMAL_CLOSURE,
     Connection,
-    ConnectionClosedError,
     Data,
-    SyncWebSocket,
-    WebSocket,
-    WebsocketClosed,
 )
+from ..coroutines import is_coroutine_callable
+from ..exceptions import ConnectionClosedError, WebsocketClosed
+from ..helpers import await_
+from ..mappers import mapper_of
+from .endpoints import SyncWebSocket, WebSocket
 from .origins import AllowedOrigins, allowed_origins_from_settings, origin_allowed, parse_origins
 
 __all__ = ["WebsocketConnectionView", "WebsocketMapper", "websocket_options"]
@@ -140,7 +138,7 @@ class WebsocketMapper:
 
     def __call__(self, view: View) -> View:
         handler_of = self._handler_factory(view)
-        endpoint = WebSocket if is_coroutine_view(view, self.attr) else SyncWebSocket
+        endpoint = WebSocket if is_coroutine_callable(view, self.attr) else SyncWebSocket
         use_bytes = self.use_bytes
 
         def websocket_view(context: Any, request: IRequest) -> Any:
@@ -305,7 +303,7 @@ def websocket_options(view: View, info: Any) -> View:
     """
     given = [name for name in OPTIONS if info.options.get(name) is not None]
     if given:
-        mapper = _mapper_of(info.original_view, info)
+        mapper = mapper_of(info.original_view, info)
         if not (isinstance(mapper, type) and issubclass(mapper, WebsocketMapper)):
             raise ConfigurationError(
                 f"The view option(s) {', '.join(given)} of "

@@ -21,15 +21,14 @@ from urllib.parse import urlsplit
 
 from pyramid.exceptions import ConfigurationError
 
+from ..settings import WEBSOCKET_ALLOWED_ORIGINS
+
 __all__ = [
-    "ALLOWED_ORIGINS_SETTING",
     "AllowedOrigins",
     "allowed_origins_from_settings",
     "origin_allowed",
     "parse_origins",
 ]
-
-ALLOWED_ORIGINS_SETTING = "aiopyramid_ng.websocket.allowed_origins"
 
 #: Normalised origins (``scheme://host[:port]``, default port dropped), or "*".
 AllowedOrigins = frozenset[str]
@@ -75,7 +74,8 @@ def parse_origins(value: Any, where: str) -> AllowedOrigins:
 
 def allowed_origins_from_settings(settings: Mapping[str, Any] | None) -> AllowedOrigins:
     """Read and check the setting ``aiopyramid_ng.websocket.allowed_origins``."""
-    return parse_origins((settings or {}).get(ALLOWED_ORIGINS_SETTING, ""), ALLOWED_ORIGINS_SETTING)
+    setting = WEBSOCKET_ALLOWED_ORIGINS
+    return parse_origins(setting.read(settings), setting.name)
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: AllowedOrigins) -> bool:

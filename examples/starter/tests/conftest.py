@@ -8,7 +8,7 @@ from starter.scripts.initialize_db import initialize
 
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.testing import TestApp
-from aiopyramid_ng.wsgi import thread_loop
+from aiopyramid_ng.execution import thread_loop
 
 
 @pytest.fixture

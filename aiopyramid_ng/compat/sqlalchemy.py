@@ -26,15 +26,12 @@ from pyramid.interfaces import IRequest
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from .requestscope import outermost_request
+from ..exceptions import SharedSessionError
+from ..threadlocal import outermost_request
 
-__all__ = ["SharedSessionError", "includeme", "install"]
+__all__ = ["includeme", "install"]
 
 _OWNER = "aiopyramid_ng.request"
-
-
-class SharedSessionError(RuntimeError):
-    """A session that belongs to one running request was used by another."""
 
 
 def _describe(request: IRequest) -> str:

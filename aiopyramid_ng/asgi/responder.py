@@ -1,10 +1,10 @@
-"""One HTTP request/response, run as WSGI inside a request greenlet.
+"""The WSGI side of one response, produced inside a request greenlet.
 
 The WSGI call *and the iteration of its body* happen in the same request
 greenlet: Pyramid's response callbacks have run by the time the first chunk
 exists, ``synchronize``/``await_`` keep working while a generator produces
 the body, and every chunk is handed to the server with
-``await_(send(...))`` as soon as it is produced, so a slow stream (SSE)
+``await_in_greenlet(send(...))`` as soon as it is produced, so a slow stream (SSE)
 reaches the client piece by piece while the loop serves other requests.
 """
 
@@ -14,24 +14,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
-from .bridge import await_
+from ..bridge import await_in_greenlet
+from ..exceptions import ClientDisconnected
+from ..threads import run_in_thread
+from ..types import Environ, ExcInfo, Message, Send, WSGIApp
 from .environ import FileWrapper
-from .executor import run_in_thread
-from .types import Environ, ExcInfo, Message, Send, WSGIApp
 
-__all__ = ["ClientGone", "Exchange"]
+__all__ = ["Responder"]
 
 
-class ClientGone(BaseException):
-    """The server could not deliver a message: the client disconnected.
-
-    A ``BaseException`` so that Pyramid's exception views and ``except
-    Exception`` in application code do not turn a vanished client into an
-    error response nobody would receive.
-    """
-
-
-class Exchange:
+class Responder:
     """State of one request shared by the ASGI Task and its request greenlet.
 
     :param send: the ASGI ``send`` callable of the request.
@@ -146,25 +138,25 @@ class Exchange:
 
     def _send(self, message: Message) -> None:
         try:
-            await_(self.send(message))
+            await_in_greenlet(self.send(message))
         except OSError as exc:
             # Servers report a vanished client as OSError (uvicorn's
             # ClientDisconnected is one) or not at all; either way the
             # disconnect watcher and this path end the request alike.
             self.disconnected = True
-            raise ClientGone() from exc
+            raise ClientDisconnected() from exc
 
     def _chunks(self, app_iter: Any) -> Iterator[bytes]:
         if isinstance(app_iter, FileWrapper):
             # Blocking reads go to the pool, one chunk at a time; run_in_thread
             # lets a started read finish before a cancellation closes the file.
-            while chunk := await_(run_in_thread(self.executor(), app_iter.read_chunk)):
+            while chunk := await_in_greenlet(run_in_thread(self.executor(), app_iter.read_chunk)):
                 yield chunk
         elif hasattr(app_iter, "__aiter__"):
             iterator = app_iter.__aiter__()
             while True:
                 try:
-                    chunk = await_(iterator.__anext__())
+                    chunk = await_in_greenlet(iterator.__anext__())
                 except StopAsyncIteration:
                     return
                 yield chunk
@@ -175,7 +167,7 @@ class Exchange:
 def _close(app_iter: Any) -> None:
     aclose = getattr(app_iter, "aclose", None)
     if aclose is not None:
-        await_(aclose())
+        await_in_greenlet(aclose())
         return
     close = getattr(app_iter, "close", None)
     if close is not None:

@@ -6,7 +6,7 @@ Two of the toolbar's panels assume one request per thread at a time:
   that thread's records when a request starts: interleaved requests would
   show (and erase) each other's records.  :func:`install` files them under
   the request the logging code serves instead (see
-  :func:`~aiopyramid_ng.requestscope.outermost_request`), so a request's
+  :func:`~aiopyramid_ng.threadlocal.outermost_request`), so a request's
   records include those logged by its executor views and its tasks;
 * the performance panel's profiler, once activated in the toolbar, holds a
   process-wide ``threading.Lock`` for the whole request: a second request
@@ -19,7 +19,7 @@ Two of the toolbar's panels assume one request per thread at a time:
   of its own, and the profiler works as on a threaded server.
 
 :func:`install` runs when the application includes pyramid_debugtoolbar
-(see :mod:`aiopyramid_ng.addons`).  The other panels look their request up
+(see :mod:`aiopyramid_ng.compat`).  The other panels look their request up
 with ``get_current_request()``, which aiopyramid_ng makes context-local, and
 need nothing.
 """
@@ -36,8 +36,8 @@ from pyramid.interfaces import IRequest
 from pyramid_debugtoolbar.panels import logger as logging_panel
 from pyramid_debugtoolbar.panels.performance import PerformanceDebugPanel
 
-from .bridge import in_bridge
-from .requestscope import outermost_request
+from ..bridge import in_bridge
+from ..threadlocal import outermost_request
 
 __all__ = ["RequestTrackingHandler", "install"]
 

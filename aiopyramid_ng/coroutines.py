@@ -1,4 +1,7 @@
-"""Waiting for what a user's hook returns, from Pyramid's synchronous machinery.
+"""Telling coroutine callables, and waiting for what a user's hook returns.
+
+:func:`is_coroutine_callable` decides, from the original callable, whether a
+view, tween, renderer, callback or ``__acl__`` is ``async def``.
 
 Pyramid calls its hooks (security policies, traversal, tweens, subscribers,
 callbacks) synchronously.  When a hook is a coroutine function, calling it
@@ -9,19 +12,44 @@ thread serving a request (the request's loop runs the awaitable).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pyramid.util import object_description
 
 from .exceptions import ScopeError
 from .helpers import synchronize
 
-__all__ = ["describe", "resolve"]
+__all__ = ["describe", "is_coroutine_callable", "resolve"]
 
 T = TypeVar("T")
+
+
+def _is_coroutine_function(target: object) -> bool:
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.iscoroutinefunction(target):
+        return True
+    if callable(target) and not inspect.isroutine(target) and not inspect.isclass(target):
+        # A callable instance: look at its class's __call__.
+        return inspect.iscoroutinefunction(type(target).__call__)
+    return False
+
+
+def is_coroutine_callable(target: Any, attr: str | None = None) -> bool:
+    """Tell whether calling ``target`` (or, for a class, its ``attr``) produces a coroutine.
+
+    Looks through ``functools.partial`` and at a callable instance's
+    ``__call__``; for a class, at the method a view mapper would call.
+    """
+    if inspect.isclass(target):
+        return _is_coroutine_function(getattr(target, attr or "__call__", None))
+    if attr is not None:
+        return _is_coroutine_function(getattr(target, attr, None))
+    return _is_coroutine_function(target)
 
 
 def describe(hook: object) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator
 from types import GeneratorType
 from typing import Any
 
-from .types import Message, Receive
+from ..types import Message, Receive
 
 __all__ = ["DisconnectWatch"]
 

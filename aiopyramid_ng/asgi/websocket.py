@@ -10,8 +10,9 @@ response the pipeline produces without accepting (the forbidden view, the
 not-found view, an exception view, a view that is not a WebSocket view)
 refuses the handshake.
 
-The application tracks its open connections; at ``lifespan.shutdown`` each
-one is closed with 1001 ("going away") after its view unwound.
+Each connection is handed to the application's
+:class:`~aiopyramid_ng.interfaces.IWebsocketConnections` utility, if it has
+one, for as long as its scope lasts.
 """
 
 from __future__ import annotations
@@ -19,75 +20,20 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from typing import TYPE_CHECKING
-
-from pyramid.registry import Registry
-from zope.interface import Interface, implementer
+from typing import Any
 
 from ..bridge import spawn_greenlet
-from ..environ import build_environ
-from ..events import ApplicationShutdown
-from ..exchange import ClientGone, Exchange
+from ..exceptions import ClientDisconnected
+from ..interfaces import IWebsocketConnections
 from ..types import Environ, Receive, Scope, Send
 from .connection import ENVIRON_KEY, Connection
+from .environ import build_environ
+from .responder import Responder
+from .served import ServedApp
 
-if TYPE_CHECKING:
-    from ..asgi import ASGIApplication
-
-__all__ = [
-    "SHUTDOWN_TIMEOUT",
-    "IWebsocketConnections",
-    "OpenConnections",
-    "close_on_shutdown",
-    "serve_websocket",
-    "websocket_environ",
-]
+__all__ = ["serve_websocket", "websocket_environ"]
 
 logger = logging.getLogger(__name__)
-
-#: Seconds :meth:`OpenConnections.close_all` waits for views to unwind.
-SHUTDOWN_TIMEOUT = 10.0
-
-
-class IWebsocketConnections(Interface):  # type: ignore[misc]
-    """The registry utility tracking an application's open WebSocket connections."""
-
-
-@implementer(IWebsocketConnections)
-class OpenConnections:
-    """The open WebSocket connections of one application."""
-
-    def __init__(self) -> None:
-        self._open: set[Connection] = set()
-
-    def add(self, connection: Connection) -> None:
-        self._open.add(connection)
-
-    def discard(self, connection: Connection) -> None:
-        self._open.discard(connection)
-
-    def __len__(self) -> int:
-        return len(self._open)
-
-    async def close_all(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
-        """Stop every accepted connection and wait (up to ``timeout``) for it to end.
-
-        Each view is cancelled where it waits, its ``finally`` blocks and
-        ``on_close`` run, then the connection closes with 1001.
-        """
-        stopping = [c for c in self._open if c.accepted and not c.closed]
-        for connection in stopping:
-            connection.interrupt()
-        tasks = {c.task for c in stopping if c.task is not None}
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
-
-
-async def close_on_shutdown(event: ApplicationShutdown) -> None:
-    """Subscriber: close the application's open connections at ``lifespan.shutdown``."""
-    tracker = event.registry.queryUtility(IWebsocketConnections)
-    if tracker is not None:
-        await tracker.close_all()
 
 
 def websocket_environ(scope: Scope) -> Environ:
@@ -96,13 +42,6 @@ def websocket_environ(scope: Scope) -> Environ:
     environ = build_environ({**scope, "method": "GET", "scheme": scheme}, io.BytesIO(), 0)
     environ["asgi.scope"] = scope
     return environ
-
-
-def _tracker(registry: Registry | None) -> OpenConnections | None:
-    if registry is None:
-        return None
-    tracker: OpenConnections | None = registry.queryUtility(IWebsocketConnections)
-    return tracker
 
 
 async def _fail_handshake(connection: Connection) -> None:
@@ -119,15 +58,15 @@ async def _fail_handshake(connection: Connection) -> None:
         pass  # the client is gone; nobody is left to tell
 
 
-async def serve_websocket(app: ASGIApplication, scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve one ``websocket`` scope with ``app``'s WSGI pipeline."""
+async def serve_websocket(served: ServedApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one ``websocket`` scope with the application's WSGI pipeline."""
     message = await receive()
     if message["type"] != "websocket.connect":
         return  # the client left before its handshake reached the application
     path = scope.get("path")
     connection = Connection(scope, receive, send)
     try:
-        await app.lifecycle.ensure_started()
+        await served.lifecycle.ensure_started()
     except Exception:
         logger.exception("Application startup failed during the WebSocket handshake to %r", path)
         await _fail_handshake(connection)
@@ -137,12 +76,13 @@ async def serve_websocket(app: ASGIApplication, scope: Scope, receive: Receive, 
     connection.task = task
     environ = websocket_environ(scope)
     environ[ENVIRON_KEY] = connection
-    exchange = Exchange(connection.respond, False, app._executor)
-    tracker = _tracker(app.registry)
+    responder = Responder(connection.respond, False, served.executor)
+    registry = served.registry
+    tracker: Any = None if registry is None else registry.queryUtility(IWebsocketConnections)
     if tracker is not None:
         tracker.add(connection)
     try:
-        await spawn_greenlet(exchange.run, app.call_app, environ)
+        await spawn_greenlet(responder.run, served.call_app, environ)
     except asyncio.CancelledError:
         # Only this module's cancellation (close_all(), the peer leaving) is
         # absorbed; the server's own (it is stopping) propagates to it once
@@ -153,7 +93,7 @@ async def serve_websocket(app: ASGIApplication, scope: Scope, receive: Receive, 
             )
             return
         raise
-    except ClientGone:
+    except ClientDisconnected:
         logger.debug("Client left during the WebSocket handshake to %r", path)
     except Exception as exc:
         if exc is connection.reported:
@@ -166,12 +106,12 @@ async def serve_websocket(app: ASGIApplication, scope: Scope, receive: Receive, 
             logger.exception("Error after the WebSocket view for %r ended", path)
         else:
             logger.exception("Error during the WebSocket handshake to %r", path)
-            if not exchange.started:
+            if not responder.started:
                 await _fail_handshake(connection)
     else:
         if not connection.accepted:
             logger.info(
-                "Refused the WebSocket handshake to %r with status %s", path, exchange.status
+                "Refused the WebSocket handshake to %r with status %s", path, responder.status
             )
     finally:
         if tracker is not None:

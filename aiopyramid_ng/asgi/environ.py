@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import IO
 from urllib.parse import unquote_to_bytes
 
-from .types import Environ, Scope
+from ..types import Environ, Scope
 
 __all__ = ["FileWrapper", "build_environ", "wsgi_path"]
 

@@ -1,12 +1,9 @@
-"""One WebSocket connection, and the objects views talk to it through.
+"""The ASGI side of one WebSocket connection.
 
-A :class:`Connection` holds the ASGI side of one ``websocket`` scope: the
-server's ``receive``/``send`` and what happened so far (accepted, closed, with
-which code).  Views never see it directly: an ``async def`` view gets a
-:class:`WebSocket`, whose methods are coroutines, and a plain view gets a
-:class:`SyncWebSocket`, whose methods block the request greenlet (only it:
-the event loop keeps serving other connections).  Both read and write the
-same connection.
+A :class:`Connection` holds the server's ``receive``/``send`` of one
+``websocket`` scope and what happened so far (accepted, closed, with which
+code).  Views never see it directly: they get the objects of
+:mod:`aiopyramid_ng.websocket.endpoints`, which read and write through it.
 """
 
 from __future__ import annotations
@@ -17,10 +14,8 @@ import logging
 from collections import deque
 from typing import Any
 
-from pyramid.request import Request
-
+from ..exceptions import NORMAL_CLOSURE, ConnectionClosedError
 from ..types import Message, Receive, Scope, Send
-from ..waiting import await_
 
 __all__ = [
     "ABNORMAL_CLOSURE",
@@ -29,10 +24,7 @@ __all__ = [
     "INTERNAL_ERROR",
     "NORMAL_CLOSURE",
     "Connection",
-    "ConnectionClosedError",
-    "SyncWebSocket",
-    "WebSocket",
-    "WebsocketClosed",
+    "Data",
 ]
 
 #: The WSGI environ key holding the :class:`Connection` of a WebSocket handshake.
@@ -43,8 +35,7 @@ READER_NAME = "aiopyramid_ng.websocket reader"
 #: Received messages held for a view before the reader stops receiving.
 INBOX_SIZE = 16
 
-#: RFC 6455 close codes this module sends or reports.
-NORMAL_CLOSURE = 1000
+#: RFC 6455 close codes this module sends or reports (and NORMAL_CLOSURE, 1000).
 GOING_AWAY = 1001
 NO_STATUS_RECEIVED = 1005
 ABNORMAL_CLOSURE = 1006
@@ -53,37 +44,6 @@ INTERNAL_ERROR = 1011
 Data = str | bytes
 
 logger = logging.getLogger(__name__)
-
-
-class WebsocketClosed(Exception):
-    """Raise it anywhere in a WebSocket view to end the connection.
-
-    The connection closes with ``code`` and ``reason`` (if still open) and the
-    view ends normally: nothing is logged as an error.
-    """
-
-    def __init__(self, code: int = NORMAL_CLOSURE, reason: str = ""):
-        super().__init__(code, reason)
-        self.code = code
-        self.reason = reason
-
-
-class ConnectionClosedError(RuntimeError):
-    """A message was sent on a connection that is already closed.
-
-    ``connection`` is the closed connection.  Escaping the view of that same
-    connection it ends the view quietly (its peer is gone); escaping another
-    connection's view (a broadcast to a peer that just left) it is an error
-    of that view like any other.
-    """
-
-    def __init__(self, connection: Connection):
-        self.connection = connection
-        super().__init__(
-            f"Cannot send on the WebSocket connection to {connection.path!r}: it is closed "
-            f"(close code {connection.close_code}). Check `ws.closed` first, or catch "
-            "ConnectionClosedError where a peer may have left (a broadcast)."
-        )
 
 
 class Connection:
@@ -320,98 +280,3 @@ class Connection:
         if not self.closed:
             self._mark_closed(NORMAL_CLOSURE, "")
             await self._send({"type": "websocket.close", "code": NORMAL_CLOSURE})
-
-
-class _Endpoint:
-    """What both kinds of view objects share: the connection's state and request."""
-
-    __slots__ = ("_connection", "context", "request", "use_bytes")
-
-    def __init__(self, connection: Connection, request: Request, context: Any, use_bytes: bool):
-        self._connection = connection
-        #: The Pyramid request of the handshake (headers, cookies, identity).
-        self.request = request
-        #: The context (traversal resource) the view was found for.
-        self.context = context
-        #: Text messages are received as UTF-8 ``bytes`` (``WebsocketMapper.use_bytes``).
-        self.use_bytes = use_bytes
-
-    @property
-    def subprotocol(self) -> str | None:
-        """The negotiated subprotocol, or None."""
-        return self._connection.subprotocol
-
-    @property
-    def closed(self) -> bool:
-        """True once either side closed the connection."""
-        return self._connection.closed
-
-    @property
-    def close_code(self) -> int | None:
-        """The close code sent or received; None while open."""
-        return self._connection.close_code
-
-    @property
-    def close_reason(self) -> str:
-        return self._connection.close_reason
-
-    @property
-    def scope(self) -> Scope:
-        """The ASGI scope of the connection."""
-        return self._connection.scope
-
-    def _received(self, data: Data | None) -> Data | None:
-        if self.use_bytes and isinstance(data, str):
-            return data.encode("utf-8")
-        return data
-
-    def __repr__(self) -> str:
-        state = f"closed {self.close_code}" if self.closed else "open"
-        return f"<{type(self).__name__} {self._connection.path!r} {state}>"
-
-
-class WebSocket(_Endpoint):
-    """The connection as an ``async def`` WebSocket view sees it: methods are coroutines."""
-
-    __slots__ = ()
-
-    async def recv(self) -> Data | None:
-        """Next message: ``str`` for text, ``bytes`` for binary; None once closed."""
-        return self._received(await self._connection.receive())
-
-    async def send(self, data: Data) -> None:
-        """Send ``str`` as a text message or ``bytes`` as a binary one.
-
-        :raises ConnectionClosedError: when the connection is closed.
-        """
-        await self._connection.send(data)
-
-    async def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
-        """Close the connection; idempotent."""
-        await self._connection.close(code, reason)
-
-
-class SyncWebSocket(_Endpoint):
-    """The connection as a plain (``def``) WebSocket view sees it: methods block.
-
-    Only the request greenlet waits (the view runs in it); the calls also
-    work from a worker thread serving the request (a ``use_executor``
-    function).
-    """
-
-    __slots__ = ()
-
-    def recv(self) -> Data | None:
-        """Next message: ``str`` for text, ``bytes`` for binary; None once closed."""
-        return self._received(await_(self._connection.receive()))
-
-    def send(self, data: Data) -> None:
-        """Send ``str`` as a text message or ``bytes`` as a binary one.
-
-        :raises ConnectionClosedError: when the connection is closed.
-        """
-        await_(self._connection.send(data))
-
-    def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
-        """Close the connection; idempotent."""
-        await_(self._connection.close(code, reason))

@@ -1,4 +1,4 @@
-"""WSGI mode: the Router stays a WSGI application that runs in request greenlets.
+"""The execution policy that runs each request in a request greenlet; WSGI mode's loop.
 
 ``config.include('aiopyramid_ng')`` wraps the application's execution policy
 (Pyramid's own, pyramid_retry's, or any other) in a
@@ -20,48 +20,28 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any, Literal, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
-from pyramid.exceptions import ConfigurationError
 from pyramid.interfaces import IExecutionPolicy
+from pyramid.registry import Registry
 from pyramid.router import Router, default_execution_policy
 from zope.interface import implementer
 
-from .bridge import await_, direct_call, in_bridge, segment_observer, spawn_greenlet
+from .bridge import await_in_greenlet, direct_call, in_bridge, segment_observer, spawn_greenlet
 from .debug import BlockingReport
-from .executor import executor_of, run_in_thread
+from .executor import executor_of
+from .settings import BLOCKING_MS, PIPELINE
+from .threads import run_in_thread
 from .types import Environ
 
-__all__ = [
-    "PIPELINE_SETTING",
-    "GreenletExecutionPolicy",
-    "pipeline_from_settings",
-    "run_sync",
-    "thread_loop",
-]
+__all__ = ["GreenletExecutionPolicy", "run_sync", "thread_loop", "wrap_execution_policy"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 ExecutionPolicy = Callable[[Environ, Router], Any]
 Pipeline = Literal["greenlet", "executor"]
-
-PIPELINE_SETTING = "aiopyramid_ng.pipeline"
-
-
-def pipeline_from_settings(settings: Mapping[str, Any] | None) -> Pipeline:
-    """Read and check ``aiopyramid_ng.pipeline`` (``greenlet``, the default, or ``executor``)."""
-    value = str((settings or {}).get(PIPELINE_SETTING, "greenlet")).strip()
-    if value == "greenlet":
-        return "greenlet"
-    if value == "executor":
-        return "executor"
-    raise ConfigurationError(
-        f"The setting {PIPELINE_SETTING} = {value!r} is not one of 'greenlet' (run the "
-        "synchronous pipeline in the request greenlet, on the event loop) or 'executor' (run it "
-        "in the thread pool, for applications whose hooks block)."
-    )
 
 
 class _ThreadLoop:
@@ -140,8 +120,18 @@ class GreenletExecutionPolicy:
             segment_observer.set(BlockingReport(self.blocking_ms, environ))
         if self.pipeline == "executor":
             executor = executor_of(router.registry)
-            return await_(run_in_thread(executor, self.policy, environ, router))
+            return await_in_greenlet(run_in_thread(executor, self.policy, environ, router))
         return self._call_policy(environ, router)
 
     def __repr__(self) -> str:
         return f"<GreenletExecutionPolicy ({self.pipeline}) around {self.policy!r}>"
+
+
+def wrap_execution_policy(registry: Registry) -> None:
+    """Wrap the registry's execution policy, whichever add-on set it, once."""
+    policy = registry.queryUtility(IExecutionPolicy, default=default_execution_policy)
+    if not isinstance(policy, GreenletExecutionPolicy):
+        settings = registry.settings
+        pipeline = cast(Pipeline, PIPELINE.read(settings))
+        wrapped = GreenletExecutionPolicy(policy, pipeline, BLOCKING_MS.read(settings))
+        registry.registerUtility(wrapped, IExecutionPolicy)

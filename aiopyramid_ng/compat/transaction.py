@@ -40,15 +40,11 @@ from pyramid.router import Router, default_execution_policy
 from transaction import ThreadTransactionManager, TransactionManager
 from zope.interface import implementer
 
-from .bridge import direct_call
-from .types import Environ
+from ..bridge import direct_call
+from ..orders import ORDERS
+from ..types import Environ
 
 __all__ = ["ContextTransactionManager", "RequestTransactionPolicy", "includeme", "install"]
-
-#: Runs after every ordinary action (so it wraps pyramid_retry's policy, say)
-#: and before aiopyramid_ng.WRAP_POLICY_ORDER, so the request greenlet (or
-#: the worker thread) is already where this policy runs.
-WRAP_POLICY_ORDER = 9_000
 
 
 class _RequestManager:
@@ -164,4 +160,4 @@ def includeme(config: Configurator) -> None:
         if not isinstance(policy, RequestTransactionPolicy):
             registry.registerUtility(RequestTransactionPolicy(policy), IExecutionPolicy)
 
-    config.action(None, wrap_execution_policy, order=WRAP_POLICY_ORDER)
+    config.action(None, wrap_execution_policy, order=ORDERS["wrap_transaction_policy"])

@@ -10,49 +10,21 @@ the limit is refused without the application running at all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from io import BytesIO
 from tempfile import SpooledTemporaryFile
-from typing import IO, Any
+from typing import IO
 
-from .settings import positive_setting
-from .types import Message, Receive
+from ..exceptions import ClientDisconnected
+from ..types import Message, Receive
 
-__all__ = [
-    "DEFAULT_MAX_BODY_SIZE",
-    "MAX_BODY_SIZE_SETTING",
-    "SPOOL_SIZE",
-    "BodyTooLarge",
-    "ClientDisconnected",
-    "max_body_size_from_settings",
-    "read_body",
-]
+__all__ = ["SPOOL_SIZE", "BodyTooLarge", "read_body"]
 
-MAX_BODY_SIZE_SETTING = "aiopyramid_ng.max_body_size"
-#: Bodies larger than this (in bytes) get 413 unless the setting says otherwise.
-DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 #: Bodies up to this size stay in memory; larger ones go to a temporary file.
 SPOOL_SIZE = 1024 * 1024
 
 
 class BodyTooLarge(Exception):
     """The request body exceeds the application's limit."""
-
-
-class ClientDisconnected(Exception):
-    """The client went away before the request body was complete."""
-
-
-def max_body_size_from_settings(settings: Mapping[str, Any] | None) -> int:
-    """Read and check ``aiopyramid_ng.max_body_size`` (bytes, a positive whole number)."""
-    return positive_setting(
-        settings,
-        MAX_BODY_SIZE_SETTING,
-        DEFAULT_MAX_BODY_SIZE,
-        int,
-        "set it to the largest request body to accept, in bytes "
-        f"(default {DEFAULT_MAX_BODY_SIZE}).",
-    )
 
 
 def _chunk_of(message: Message) -> bytes:

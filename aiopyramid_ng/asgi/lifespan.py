@@ -14,10 +14,10 @@ from typing import Any
 from pyramid.registry import Registry
 from pyramid.threadlocal import manager
 
-from .bridge import spawn_greenlet
-from .events import ApplicationShutdown, ApplicationStartup
-from .interfaces import IAppExecutor
-from .types import Receive, Send
+from ..bridge import spawn_greenlet
+from ..events import ApplicationShutdown, ApplicationStartup
+from ..interfaces import IAppExecutor
+from ..types import Receive, Send
 
 __all__ = ["Lifecycle"]
 
