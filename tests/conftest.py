@@ -87,3 +87,36 @@ def _no_stale_threadlocals() -> Iterator[None]:
     yield
     assert manager.stack == [], "a test left entries on pyramid.threadlocal.manager"
     testing.tearDown()
+
+
+#: Modules whose every test starts a real server (a subprocess or a thread).
+SERVER_MODULES = frozenset(
+    {
+        "test_asgi_servers",
+        "test_example",
+        "test_runners",
+        "test_websocket_browser",
+        "test_websocket_many",
+        "test_websocket_servers",
+        "test_websocket_shutdown",
+    }
+)
+#: Fixtures that start a real server for the tests that use them.
+SERVER_FIXTURES = frozenset({"server", "server_url", "waitress_url"})
+#: Modules that drive a real browser, and those that take the longest.
+BROWSER_MODULES = frozenset({"test_websocket_browser"})
+SLOW_MODULES = frozenset({"test_leaks", "test_websocket_many"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark tests ``servers``, ``browser`` and ``slow`` (see the fast loop in CONTRIBUTING.md)."""
+    for item in items:
+        found = getattr(item, "module", None)
+        module = found.__name__.rpartition(".")[2] if found is not None else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if module in SERVER_MODULES or fixtures & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.servers)
+        if module in BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)
+        if module in SLOW_MODULES or module in BROWSER_MODULES:
+            item.add_marker(pytest.mark.slow)
