@@ -3,8 +3,8 @@
 :func:`spawn_greenlet` is a coroutine.  Awaited in an asyncio Task, it runs a
 synchronous function in a new :class:`RequestGreenlet` whose parent is the
 greenlet running the Task (the *driver*).  When that synchronous code calls
-:func:`await_in_greenlet`, the awaitable is stepped right there, in the request greenlet,
-until it has to suspend; only the object it suspends on (the future it
+:func:`~aiopyramid_ng.helpers.await_`, the awaitable is stepped right there,
+in the request greenlet, until it has to suspend; only the object it suspends on (the future it
 yields) is handed up to the driver, which yields it to the Task exactly as a
 coroutine would.  When the Task wakes the driver, the driver switches back
 into the request greenlet, which resumes stepping the awaitable.
@@ -12,7 +12,7 @@ into the request greenlet, which resumes stepping the awaitable.
 Because the awaitable is stepped inside the request greenlet, on the Task's
 own stack, ``asyncio.current_task()``, ``asyncio.timeout()``, cancellation and
 tracebacks behave as in plain asyncio, and a coroutine can call synchronous
-code that itself calls :func:`await_in_greenlet` to any depth with no extra greenlet or
+code that itself calls :func:`~aiopyramid_ng.helpers.await_` to any depth with no extra greenlet or
 Task.  The request greenlet shares the Task's :class:`contextvars.Context`
 object, so context variables set on either side are seen on the other.
 """
@@ -47,7 +47,8 @@ _request_loop: ContextVar[asyncio.AbstractEventLoop] = ContextVar("aiopyramid_ng
 class RequestGreenlet(greenlet):
     """A greenlet whose parent is a driver running inside an asyncio Task.
 
-    Code running in it (or in any greenlet it starts) may call :func:`await_in_greenlet`.
+    Code running in it (or in any greenlet it starts) may call
+    :func:`~aiopyramid_ng.helpers.await_`.
     SQLAlchemy's asyncio extension recognises it as a greenlet it may wait
     from, so a synchronous ``Session`` over an async engine performs its I/O
     on the loop with no thread.
@@ -66,7 +67,7 @@ class _IdleGreenlet(greenlet):
     next request of its thread.  While parked it is of this class, not a
     :class:`RequestGreenlet`: it serves no request, holds no request context
     (``gr_context`` is None) and nothing of its last request, and
-    :func:`await_in_greenlet` cannot wait from it.  A greenlet whose function raised is
+    :func:`~aiopyramid_ng.helpers.await_` cannot wait from it.  A greenlet whose function raised is
     never reused: it dies as it always did.
     """
 
@@ -154,7 +155,7 @@ def direct_call(function: Callable[P, T]) -> Callable[P, T]:
 
 
 def in_bridge() -> bool:
-    """Return True when the caller runs where :func:`await_in_greenlet` can wait."""
+    """Return True when the caller runs where :func:`~aiopyramid_ng.helpers.await_` can wait."""
     return _driver_of(getcurrent()) is not None
 
 
@@ -312,7 +313,7 @@ async def spawn_greenlet(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwa
     """Run synchronous ``func`` in a new request greenlet and return its result.
 
     Usable from any Task.  ``func`` (and everything it calls) may use
-    :func:`await_in_greenlet` and functions decorated with
+    :func:`~aiopyramid_ng.helpers.await_` and functions decorated with
     :func:`~aiopyramid_ng.helpers.synchronize`; it shares the calling Task's
     context variables.
     """

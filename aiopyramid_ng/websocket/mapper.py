@@ -105,7 +105,7 @@ class WebsocketMapper:
         ``["*"]`` allows any.
 
     The view ends the connection by returning (close code 1000), by raising
-    :class:`~aiopyramid_ng.websocket.WebsocketClosed` (its code) or by
+    :class:`~aiopyramid_ng.exceptions.WebsocketClosed` (its code) or by
     raising anything else (1011, logged with its traceback, then re-raised
     so transaction managers and exception views see it).
     """
