@@ -36,8 +36,8 @@ ADAPTATIONS: dict[str, str] = {
     "application's execution policy is wrapped in RequestTransactionPolicy",
     "sqlalchemy": "sqlalchemy.orm.Session: process-wide listeners for after_begin, "
     "do_orm_execute and before_flush",
-    "debugtoolbar": "pyramid_debugtoolbar's logging handler (its class) and "
-    "PerformanceDebugPanel._wrap_profile_handler",
+    "debugtoolbar": "pyramid_debugtoolbar's logging and performance panels, replaced by "
+    "add_debugtoolbar_panel; its logging handler moved off the root logger",
 }
 
 
@@ -74,11 +74,9 @@ def _debugtoolbar_adapter(registry: Registry) -> Callable[[], None]:
         # Imported only for applications that include the toolbar: importing
         # its logging panel adds a handler to the root logger, which would
         # silence Python's last-resort stderr output everywhere else.
-        from pyramid_debugtoolbar.toolbar import IToolbarWSGIApp
-
-        if registry.queryUtility(IToolbarWSGIApp) is not None:
+        if "pyramid_debugtoolbar" in sys.modules:
             from .debugtoolbar import install
 
-            install()
+            install(registry)
 
     return adapt_if_included
