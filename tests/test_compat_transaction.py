@@ -22,6 +22,7 @@ import httpx
 import pytest
 import transaction
 import webtest
+import zope.sqlalchemy
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
@@ -312,3 +313,54 @@ def test_request_manager_follows_an_explicit_thread_manager() -> None:
     wrapped({}, None)
     assert seen == [True, False]
     assert "RequestTransactionPolicy around" in repr(wrapped)
+
+
+def test_a_transaction_the_test_harness_owns_is_never_ended(tmp_path: Path) -> None:
+    """The cookiecutter's conftest: one explicit, doomed transaction per test, handed in."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'harness.db'}")
+    Base.metadata.create_all(engine)
+    tm = transaction.TransactionManager(explicit=True)
+    tm.begin()
+    tm.doom()
+    session = sessionmaker(bind=engine)()
+    zope.sqlalchemy.register(session, transaction_manager=tm)
+
+    def add_row(request: Request) -> Response:
+        request.dbsession.add(Row(tag=request.params["name"]))
+        request.dbsession.flush()
+        return Response(str(request.dbsession.query(Row).count()))
+
+    def add_row_then_fail(request: Request) -> Response:
+        add_row(request)
+        raise RuntimeError("the view failed")
+
+    def failed(exc: RuntimeError, request: Request) -> Response:
+        return Response("failed", status=500)
+
+    with Configurator() as config:
+        config.include("pyramid_tm")
+        config.include("aiopyramid_ng")
+        # As the cookiecutter's models do: the session the test handed in.
+        config.add_request_method(
+            lambda request: request.environ["app.dbsession"], "dbsession", reify=True
+        )
+        config.add_route("add", "/add")
+        config.add_route("fail", "/fail")
+        config.add_view(add_row, route_name="add")
+        config.add_view(add_row_then_fail, route_name="fail")
+        config.add_exception_view(failed, RuntimeError)
+        app = config.make_wsgi_app()
+    # As the cookiecutter's testapp fixture does.
+    environ = {"tm.active": True, "tm.manager": tm, "app.dbsession": session}
+    client = webtest.TestApp(app, extra_environ=environ)
+    assert client.get("/add", {"name": "a"}).text == "1"
+    assert client.get("/add", {"name": "b"}).text == "2"
+    assert client.get("/fail", {"name": "c"}, status=500).text == "failed"
+    # Still the test's transaction, still doomed, holding every row so far.
+    assert tm.get().isDoomed()
+    assert session.query(Row).count() == 3
+    tm.abort()  # the fixture's teardown: no NoTransaction
+    with Session(engine) as fresh:
+        assert fresh.query(Row).count() == 0
+    session.close()
+    engine.dispose()

@@ -121,12 +121,17 @@ class RequestTransactionPolicy:
         self._call_policy = direct_call(policy)
 
     def __call__(self, environ: Environ, router: Router) -> Any:
+        # A manager handed in with the request (the cookiecutter's test
+        # harness passes its own doomed transaction through WebTest's
+        # extra_environ, with tm.active) belongs to the caller: pyramid_tm
+        # neither begins nor ends it, and neither may this policy.
+        given = environ.get("tm.manager")
         token = _request_manager.set(_RequestManager(transaction.manager.explicit))
         try:
             return self._call_policy(environ, router)
         finally:
             try:
-                _abort_unfinished(environ)
+                _abort_unfinished(environ, given)
             finally:
                 _request_manager.reset(token)
 
@@ -134,7 +139,7 @@ class RequestTransactionPolicy:
         return f"<RequestTransactionPolicy around {self.policy!r}>"
 
 
-def _abort_unfinished(environ: Environ) -> None:
+def _abort_unfinished(environ: Environ, given: object) -> None:
     """Abort the transaction pyramid_tm began but could not finish.
 
     pyramid_tm commits or aborts on every outcome an ``Exception`` covers,
@@ -142,10 +147,12 @@ def _abort_unfinished(environ: Environ) -> None:
     (its client disconnected) or closed unwinds with a ``BaseException``
     instead, which pyramid_tm lets through: its transaction, and the
     database connection its sessions hold, would stay open until garbage
-    collection.
+    collection.  ``given``, the manager the environ arrived with, is the
+    caller's and is left alone.
     """
-    manager = environ.pop("tm.manager", None)
-    if manager is not None:
+    manager = environ.get("tm.manager")
+    if manager is not None and manager is not given:
+        del environ["tm.manager"]
         environ.pop("tm.active", None)
         manager.abort()
 
