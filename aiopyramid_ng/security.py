@@ -55,7 +55,7 @@ class BridgedSecurityPolicy:
     """The registered :class:`~pyramid.interfaces.ISecurityPolicy` around the application's own.
 
     Each method calls the same method of ``policy`` and, when it returns an
-    awaitable, waits for it (see :func:`aiopyramid_ng.hooks.resolve`).  An
+    awaitable, waits for it (see :func:`aiopyramid_ng.coroutines.resolve`).  An
     awaited ``identity`` or ``authenticated_userid`` is cached for the rest of
     the request, whether it is read next from the request greenlet or from an
     executor thread, so I/O behind it runs once per request.  Results of

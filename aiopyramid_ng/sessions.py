@@ -5,7 +5,7 @@ registered session factory the first time the property is read.  A factory
 that loads the session from a store (Redis, a database) with an async client
 can be a coroutine function: :func:`async_session_factory` wraps it into the
 synchronous factory Pyramid expects, which waits for it with
-:func:`aiopyramid_ng.waiting.await_` (only the request waits, in the request
+:func:`aiopyramid_ng.helpers.await_` (only the request waits, in the request
 greenlet; a worker thread serving the request blocks while the request's loop
 runs it).  ``config.set_session_factory`` given a coroutine function wraps it
 the same way.

@@ -61,7 +61,7 @@ class ASGIApplication:
     """An ASGI 3 application serving a WSGI application in request greenlets.
 
     Build it with :func:`make_asgi_app`.  ``lifecycle`` starts and stops the
-    application (see :mod:`aiopyramid_ng.lifespan`).
+    application (see :mod:`aiopyramid_ng.asgi.lifespan`).
     """
 
     def __init__(self, wsgi_app: WSGIApp, registry: Registry | None, max_body_size: int):
