@@ -66,11 +66,25 @@ class ASGIApplication:
 
     def __init__(self, wsgi_app: WSGIApp, registry: Registry | None, max_body_size: int):
         self.wsgi_app = wsgi_app
-        self.registry = registry
-        self.max_body_size = max_body_size
-        self.lifecycle = Lifecycle(self, registry)
         # The handlers see only this; direct_call saves a C frame per request.
-        self._served = ServedApp(direct_call(wsgi_app), registry, self.lifecycle, max_body_size)
+        self._served = ServedApp(
+            direct_call(wsgi_app), registry, Lifecycle(self, registry), max_body_size
+        )
+
+    @property
+    def registry(self) -> Registry | None:
+        """The application's registry, or None for a pipeline without one."""
+        return self._served.registry
+
+    @property
+    def max_body_size(self) -> int:
+        """The largest request body accepted, in bytes."""
+        return self._served.max_body_size
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """Starts and stops the application."""
+        return self._served.lifecycle
 
     def __repr__(self) -> str:
         return f"<ASGIApplication for {self.wsgi_app!r}>"
@@ -80,7 +94,7 @@ class ASGIApplication:
         if kind == "http":
             await serve_http(self._served, scope, receive, send)
         elif kind == "lifespan":
-            await self.lifecycle.serve(receive, send)
+            await self._served.lifecycle.serve(receive, send)
         elif kind == "websocket":
             await serve_websocket(self._served, scope, receive, send)
         else:

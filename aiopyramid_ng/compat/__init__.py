@@ -54,7 +54,7 @@ def includeme(config: Configurator) -> None:
         config.add_subscriber(_check_shared_sessions_if_used, ApplicationCreated)
     if "transaction" not in disabled and find_spec("transaction") is not None:
         config.include(".transaction")
-    if "debugtoolbar" not in disabled and find_spec("pyramid_debugtoolbar") is not None:
+    if "debugtoolbar" not in disabled:
         config.action(None, _debugtoolbar_adapter(config.registry))
 
 
@@ -71,9 +71,9 @@ def _check_shared_sessions_if_used(event: ApplicationCreated) -> None:
 
 def _debugtoolbar_adapter(registry: Registry) -> Callable[[], None]:
     def adapt_if_included() -> None:
-        # Imported only for applications that include the toolbar: importing
-        # its logging panel adds a handler to the root logger, which would
-        # silence Python's last-resort stderr output everywhere else.
+        # An application that includes the toolbar has imported it by now;
+        # importing it otherwise would add its logging panel's handler to the
+        # root logger and silence Python's last-resort stderr output.
         if "pyramid_debugtoolbar" in sys.modules:
             from .debugtoolbar import install
 
