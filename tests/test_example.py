@@ -16,7 +16,7 @@ from aiopyramid_ng.asgi import ASGIApplication, make_asgi_app
 from aiopyramid_ng.testing import TestApp
 
 from .conftest import request_greenlets
-from .servers import uvicorn_thread, wait_until
+from .servers import PATIENCE, uvicorn_thread, wait_until
 
 
 def hello_app() -> ASGIApplication:
@@ -146,7 +146,7 @@ def test_events_arrive_one_by_one(server: str) -> None:
 def test_notes_api_keeps_every_one_of_100_concurrent_posts(server: str) -> None:
     async def post_all() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=100)
-        async with httpx.AsyncClient(base_url=server, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=server, limits=limits, timeout=PATIENCE) as client:
             return await asyncio.gather(
                 *(client.post("/api/notes", json={"text": f"note {n}"}) for n in range(100))
             )
@@ -170,7 +170,7 @@ def test_interleaved_requests_with_clients_leaving_streams(server: str) -> None:
         return ""
 
     async def mix() -> tuple[list[str], list[httpx.Response]]:
-        async with httpx.AsyncClient(base_url=server) as client:
+        async with httpx.AsyncClient(base_url=server, timeout=PATIENCE) as client:
             streams = asyncio.gather(*(leave_a_stream(client) for _ in range(10)))
             requests = asyncio.gather(
                 *(client.get(path) for _ in range(15) for path in ("/", "/blocking", "/nope"))

@@ -340,7 +340,7 @@ def test_runner_keeps_the_ini_logging(runner: Runner) -> None:
 
 def test_runner_serves_interleaved_requests(runner: Runner) -> None:
     async def load() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=runner.url) as client:
+        async with httpx.AsyncClient(base_url=runner.url, timeout=PATIENCE) as client:
             requests = []
             for number in range(20):
                 requests += [
@@ -457,7 +457,7 @@ def test_gunicorn_serves_the_example_with_uvicorn_workers(tmp_path: Path) -> Non
         process.wait_until(lambda: len(worker_pids(process.process.pid)) == 2, "two workers")
 
         async def load() -> list[httpx.Response]:
-            async with httpx.AsyncClient(base_url=url) as client:
+            async with httpx.AsyncClient(base_url=url, timeout=PATIENCE) as client:
                 return await asyncio.gather(*(client.get("/blocking") for _ in range(40)))
 
         responses = asyncio.run(load())

@@ -23,7 +23,7 @@ from aiopyramid_ng.execution import GreenletExecutionPolicy
 from aiopyramid_ng.helpers import synchronize
 
 from .conftest import make_app
-from .servers import HOST, free_port
+from .servers import HOST, PATIENCE, free_port
 
 queues: dict[asyncio.AbstractEventLoop, asyncio.Queue[str]] = {}
 
@@ -125,7 +125,7 @@ def waitress_url(app: Router) -> Iterator[str]:
 
 def test_waitress_serves_coroutine_views_concurrently(waitress_url: str) -> None:
     async def main() -> list[Any]:
-        async with httpx.AsyncClient(base_url=waitress_url) as client:
+        async with httpx.AsyncClient(base_url=waitress_url, timeout=PATIENCE) as client:
             responses = await asyncio.gather(
                 *(client.get("/shout", params={"say": f"n{n}"}) for n in range(60))
             )
