@@ -26,8 +26,7 @@ from webtest import TestApp as WSGITestApp
 from aiopyramid_ng.auth import authn_policy_factory
 from aiopyramid_ng.helpers import spawn_greenlet, synchronize
 from aiopyramid_ng.tweens import BridgedTweens
-
-from .conftest import make_app
+from tests.support.apps import make_app
 
 T = TypeVar("T")
 

@@ -26,8 +26,7 @@ from aiopyramid_ng.bridge import (
 )
 from aiopyramid_ng.bridge import await_in_greenlet as await_
 from aiopyramid_ng.exceptions import ScopeError
-
-from .conftest import LeakCheck
+from tests.support.leaks import LeakCheck
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
 

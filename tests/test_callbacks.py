@@ -18,8 +18,8 @@ from webtest import TestApp as WSGITestApp
 from aiopyramid_ng.exceptions import ScopeError
 from aiopyramid_ng.helpers import spawn_greenlet
 from aiopyramid_ng.renderers import AsyncRenderer, BridgedRendererFactory
-
-from .conftest import LeakCheck, get_response, make_app, make_one_view_app
+from tests.support.apps import get_response, make_app, make_one_view_app
+from tests.support.leaks import LeakCheck
 
 finished: list[str] = []
 

@@ -14,9 +14,8 @@ from websockets.asyncio.client import connect
 
 from aiopyramid_ng.asgi import ASGIApplication, make_asgi_app
 from aiopyramid_ng.testing import TestApp
-
-from .conftest import request_greenlets
-from .servers import PATIENCE, uvicorn_thread, wait_until
+from tests.support.leaks import request_greenlets
+from tests.support.servers import PATIENCE, uvicorn_thread, wait_until
 
 
 def hello_app() -> ASGIApplication:

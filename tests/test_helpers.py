@@ -24,8 +24,8 @@ from aiopyramid_ng.helpers import spawn_greenlet, synchronize, use_executor
 from aiopyramid_ng.interfaces import IAppExecutor
 from aiopyramid_ng.settings import DEFAULT_MAX_WORKERS
 from aiopyramid_ng.threads import run_in_thread
-
-from .conftest import LeakCheck, get_response, make_app, make_one_view_app
+from tests.support.apps import get_response, make_app, make_one_view_app
+from tests.support.leaks import LeakCheck
 
 
 @synchronize

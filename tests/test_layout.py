@@ -5,7 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "aiopyramid_ng"
+from tests.support import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "aiopyramid_ng"
 
 
 def module_name(path: Path) -> str:

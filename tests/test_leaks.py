@@ -12,8 +12,8 @@ from pyramid.threadlocal import get_current_request, manager
 
 from aiopyramid_ng.interfaces import IAppExecutor
 from aiopyramid_ng.settings import DEFAULT_MAX_WORKERS
-
-from .conftest import LeakCheck, get_response, make_app
+from tests.support.apps import get_response, make_app
+from tests.support.leaks import LeakCheck
 
 TOTAL = 10_000
 BATCH = 250

@@ -17,8 +17,8 @@ from webtest import TestApp
 
 from aiopyramid_ng.bridge import spawn_greenlet
 from aiopyramid_ng.helpers import Lock, await_, use_executor
-
-from .conftest import LeakCheck, get_response, make_app
+from tests.support.apps import get_response, make_app
+from tests.support.leaks import LeakCheck
 
 
 def test_lock_serialises_read_modify_write_across_waits() -> None:

@@ -26,8 +26,7 @@ from aiopyramid_ng.config import (
     GreenletMapper,
 )
 from aiopyramid_ng.coroutines import is_coroutine_callable
-
-from .conftest import get_response, make_app
+from tests.support.apps import get_response, make_app
 
 
 def where(request: Request) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from webtest import TestApp
 from aiopyramid_ng.bridge import in_bridge
 from aiopyramid_ng.helpers import await_, synchronize
 from aiopyramid_ng.interfaces import IAppExecutor
-
-from .conftest import LeakCheck, get_response, make_app, make_one_view_app
+from tests.support.apps import get_response, make_app, make_one_view_app
+from tests.support.leaks import LeakCheck
 
 CONCURRENT = 20
 

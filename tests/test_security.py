@@ -24,8 +24,8 @@ from aiopyramid_ng.auth import authn_policy_factory
 from aiopyramid_ng.exceptions import ScopeError
 from aiopyramid_ng.helpers import spawn_greenlet, synchronize
 from aiopyramid_ng.security import ACLHelper, BridgedSecurityPolicy
-
-from .conftest import LeakCheck, get_response, make_app
+from tests.support.apps import get_response, make_app
+from tests.support.leaks import LeakCheck
 
 GROUPS = {"ann": ["group:editors"], "bob": []}
 

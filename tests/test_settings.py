@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import transaction
@@ -14,9 +13,9 @@ from pyramid.exceptions import ConfigurationError
 from aiopyramid_ng import settings as settings_module
 from aiopyramid_ng.compat.transaction import ContextTransactionManager
 from aiopyramid_ng.settings import SETTINGS
+from tests.support import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "aiopyramid_ng"
+PACKAGE = REPO_ROOT / "aiopyramid_ng"
 
 
 def make(**settings: object) -> None:
@@ -26,7 +25,7 @@ def make(**settings: object) -> None:
 
 
 def test_the_configuration_page_lists_exactly_the_settings_table() -> None:
-    page = (ROOT / "docs" / "configuration.rst").read_text()
+    page = (REPO_ROOT / "docs" / "configuration.rst").read_text()
     documented = set(re.findall(r"^``(aiopyramid_ng\.[a-z_.]+)``$", page, re.MULTILINE))
     assert documented == set(SETTINGS)
 

@@ -23,8 +23,8 @@ from aiopyramid_ng.events import ApplicationShutdown, ApplicationStartup
 from aiopyramid_ng.exceptions import ScopeError
 from aiopyramid_ng.helpers import spawn_greenlet, synchronize
 from aiopyramid_ng.subscribers import AwaitingNotify
-
-from .conftest import LeakCheck, get_response, make_app
+from tests.support.apps import get_response, make_app
+from tests.support.leaks import LeakCheck
 
 
 async def tick() -> None:

@@ -17,8 +17,8 @@ from pyramid.scripting import prepare
 from pyramid.threadlocal import get_current_registry, get_current_request, manager
 
 from aiopyramid_ng.threadlocal import ContextLocalManager, install
-
-from .conftest import LeakCheck, get_response, make_app
+from tests.support.apps import get_response, make_app
+from tests.support.leaks import LeakCheck
 
 
 def test_install_is_idempotent_and_keeps_the_same_object() -> None:

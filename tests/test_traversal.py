@@ -26,9 +26,9 @@ from aiopyramid_ng.helpers import spawn_greenlet
 from aiopyramid_ng.security import ACLHelper
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.traversal import AsyncTraverser
-
-from .conftest import LeakCheck, make_app, make_asgi
-from .servers import PATIENCE, uvicorn_thread
+from tests.support.apps import make_app, make_asgi
+from tests.support.leaks import LeakCheck
+from tests.support.servers import PATIENCE, uvicorn_thread
 
 USERS = [f"user{n}" for n in range(10)]
 

@@ -18,8 +18,8 @@ from aiopyramid_ng.exceptions import ScopeError
 from aiopyramid_ng.helpers import synchronize
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.tweens import AsyncTween, BridgedTweens, TweenHandler
-
-from .conftest import LeakCheck, get_response, make_app, make_asgi
+from tests.support.apps import get_response, make_app, make_asgi
+from tests.support.leaks import LeakCheck
 
 Handler = Any
 

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from pyramid.config import Configurator
-from pyramid.exceptions import ConfigurationError
 from pyramid.interfaces import IExecutionPolicy
 from pyramid.request import Request
 from pyramid.response import Response
@@ -21,9 +20,8 @@ from webtest import TestApp
 
 from aiopyramid_ng.execution import GreenletExecutionPolicy
 from aiopyramid_ng.helpers import synchronize
-
-from .conftest import make_app
-from .servers import HOST, PATIENCE, free_port
+from tests.support.apps import make_app
+from tests.support.servers import HOST, PATIENCE, free_port
 
 queues: dict[asyncio.AbstractEventLoop, asyncio.Queue[str]] = {}
 
@@ -132,15 +130,3 @@ def test_waitress_serves_coroutine_views_concurrently(waitress_url: str) -> None
         return [response.json() for response in responses]
 
     assert asyncio.run(main()) == [{"said": f"N{n}"} for n in range(60)]
-
-
-def test_an_execution_policy_set_after_the_commit_is_refused() -> None:
-    def late_policy(environ: dict[str, Any], router: Router) -> Any:
-        raise AssertionError("never called")
-
-    config = Configurator()
-    config.include("aiopyramid_ng")
-    config.commit()
-    config.set_execution_policy(late_policy)
-    with pytest.raises(ConfigurationError, match=r"late_policy.*set_execution_policy\(\)"):
-        config.make_wsgi_app()

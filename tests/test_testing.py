@@ -17,8 +17,7 @@ from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.events import ApplicationStartup
 from aiopyramid_ng.testing import TestApp, scope_from_environ
 from aiopyramid_ng.types import Message, Receive, Scope, Send
-
-from .asgi_support import Middleware, Probe, make_router
+from tests.support.asgi_app import Middleware, Probe, make_router
 
 # -- one application, two paths ----------------------------------------------------
 

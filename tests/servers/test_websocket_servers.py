@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .servers import HOST, PATIENCE
-from .websocket_servers import WsServer, each_server
+from tests.support.servers import HOST, PATIENCE
+from tests.support.websocket_servers import WsServer, each_server
 
 server = each_server()
 

@@ -1,6 +1,6 @@
 """The ASGI adapter under real servers: uvicorn, hypercorn and daphne.
 
-Each server runs the application of ``tests/asgi_server_app.py`` in a
+Each server runs the application of ``tests/support/asgi_server_app.py`` in a
 subprocess, started once per module and server, behind ``--root-path
 /prefix``, and is talked to over 127.0.0.1 with httpx and raw sockets.
 Whatever happened inside the server is read back from ``/stats``.
@@ -21,15 +21,22 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from .asgi_support import FILE_CONTENT, SERVER_MAX_BODY_SIZE
-from .servers import HOST, PATIENCE, accepts_connections, free_port, serving, wait_until
+from tests.support import REPO_ROOT
+from tests.support.asgi_app import FILE_CONTENT, SERVER_MAX_BODY_SIZE
+from tests.support.servers import (
+    HOST,
+    PATIENCE,
+    accepts_connections,
+    free_port,
+    serving,
+    wait_until,
+)
 
 ROOT_PATH = "/prefix"
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _command(name: str, port: int) -> list[str]:
-    app = "tests.asgi_server_app:app"
+    app = "tests.support.asgi_server_app:app"
     if name == "uvicorn":
         return [
             "-m",
@@ -93,9 +100,9 @@ def server(
     port = free_port()
     log = directory / "server.log"
     server = Server(request.param, port, directory, log)
-    env = {"ASGI_TESTS_DIR": str(directory), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    env = {"ASGI_TESTS_DIR": str(directory), "PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
     argv = [sys.executable, *_command(request.param, port)]
-    with serving(argv, log, accepts_connections(port), env=env, cwd=REPO):
+    with serving(argv, log, accepts_connections(port), env=env, cwd=REPO_ROOT):
         yield server
     if server.lifespan:
         # The shutdown subscriber ran (in the server process) before it exited.

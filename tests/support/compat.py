@@ -27,8 +27,7 @@ from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.events import ApplicationShutdown
 from aiopyramid_ng.helpers import await_
-
-from .servers import PATIENCE, uvicorn_thread
+from tests.support.servers import PATIENCE, uvicorn_thread
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from .servers import PATIENCE
-from .websocket_servers import WsServer, raise_fd_limit, running
+from tests.support.servers import PATIENCE
+from tests.support.websocket_servers import WsServer, raise_fd_limit, running
 
 TOTAL = 2000
 #: Handshakes in flight at once, well under the listen backlog.

@@ -19,8 +19,7 @@ from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.exceptions import NestedLoopError
 from aiopyramid_ng.helpers import use_executor
 from aiopyramid_ng.testing import TestApp
-
-from .compat_support import concurrently, server_fixture
+from tests.support.compat import concurrently, server_fixture
 
 
 async def fetch() -> str:

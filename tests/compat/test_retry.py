@@ -20,8 +20,7 @@ from pyramid_retry import mark_error_retryable
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.execution import GreenletExecutionPolicy
 from aiopyramid_ng.testing import TestApp
-
-from .compat_support import (
+from tests.support.compat import (
     KINDS,
     Requests,
     add_views_by_kind,

@@ -1,6 +1,6 @@
 """Real servers for the WebSocket tests: uvicorn, hypercorn or daphne in a subprocess.
 
-Each serves ``tests/websocket_server_app.py`` on a free port of 127.0.0.1;
+Each serves ``tests/support/websocket_server_app.py`` on a free port of 127.0.0.1;
 its output goes to a file the tests read.  What happened inside the server
 is read back from its ``/stats`` view.
 """
@@ -20,11 +20,19 @@ import httpx
 import pytest
 import websockets
 
-from .servers import HOST, PATIENCE, accepts_connections, free_port, serving, stop, wait_until
+from tests.support import REPO_ROOT
+from tests.support.servers import (
+    HOST,
+    PATIENCE,
+    accepts_connections,
+    free_port,
+    serving,
+    stop,
+    wait_until,
+)
 
-REPO = Path(__file__).resolve().parent.parent
 SERVERS = ["uvicorn", "hypercorn", "daphne"]
-APP = "tests.websocket_server_app:app"
+APP = "tests.support.websocket_server_app:app"
 
 
 def command(name: str, port: int) -> list[str]:
@@ -95,9 +103,9 @@ def running(name: str, directory: Path) -> Iterator[WsServer]:
     """Start server ``name`` for the duration of the block; it is always stopped."""
     port = free_port()
     log = directory / "server.log"
-    env = {"WS_TESTS_DIR": str(directory), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    env = {"WS_TESTS_DIR": str(directory), "PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
     argv = [sys.executable, *command(name, port)]
-    with serving(argv, log, accepts_connections(port), env=env, cwd=REPO) as process:
+    with serving(argv, log, accepts_connections(port), env=env, cwd=REPO_ROOT) as process:
         yield WsServer(name, port, process, directory, log)
 
 

@@ -30,10 +30,10 @@ from aiopyramid_ng.servers.daphne import daphne_kwargs
 from aiopyramid_ng.servers.hypercorn import hypercorn_config
 from aiopyramid_ng.servers.options import DEFAULT_HOST, DEFAULT_PORT, parse_addresses, parse_options
 from aiopyramid_ng.servers.uvicorn import uvicorn_config, uvicorn_options
+from tests.support import REPO_ROOT
+from tests.support.servers import HOST, free_port, serving
 
-from .servers import HOST, free_port, serving
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
+EXAMPLE = REPO_ROOT / "examples" / "hello"
 BIN = Path(sys.executable).parent
 #: A format no server uses on its own: a line in it went through the ini's logging.
 LOG_FORMAT = "ini-format %(levelname)s [%(name)s] %(message)s"

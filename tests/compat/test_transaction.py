@@ -39,8 +39,7 @@ from aiopyramid_ng.execution import thread_loop
 from aiopyramid_ng.helpers import await_
 from aiopyramid_ng.settings import DEFAULT_MAX_WORKERS
 from aiopyramid_ng.testing import TestApp
-
-from .compat_support import (
+from tests.support.compat import (
     KINDS,
     Base,
     Requests,
@@ -52,8 +51,8 @@ from .compat_support import (
     include_tm_with_sessions,
     server_fixture,
 )
-from .conftest import LeakCheck
-from .servers import HOST, PATIENCE, wait_until
+from tests.support.leaks import LeakCheck
+from tests.support.servers import HOST, PATIENCE, wait_until
 
 
 class Boom(Exception):

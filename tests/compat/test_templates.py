@@ -20,14 +20,13 @@ from pyramid.router import Router
 
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.testing import TestApp
-
-from .compat_support import Requests, concurrently, server_fixture
+from tests.support.compat import Requests, concurrently, server_fixture
 
 DOMAIN = "compat"
 GREETINGS = {"en": "Hello", "fr": "Bonjour", "de": "Hallo"}
 RENDERERS = {
-    "jinja2": "tests:compat_templates/page.jinja2",
-    "chameleon": "tests:compat_templates/page.pt",
+    "jinja2": "tests.compat:templates/page.jinja2",
+    "chameleon": "tests.compat:templates/page.pt",
 }
 
 

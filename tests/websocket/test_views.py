@@ -29,9 +29,9 @@ from aiopyramid_ng.websocket import WebsocketConnectionView, WebsocketMapper
 from aiopyramid_ng.websocket.mapper import _accepts
 from aiopyramid_ng.websocket.origins import origin_allowed, parse_origins
 from aiopyramid_ng.websocket.tracking import OpenConnections
-
-from .conftest import LeakCheck, make_app
-from .websocket_app import Probe, echo, make_router
+from tests.support.apps import make_app
+from tests.support.leaks import LeakCheck
+from tests.support.websocket_app import Probe, echo, make_router
 
 #: Upper bound for one message to arrive; reached only if something hangs.
 PATIENCE = 10.0

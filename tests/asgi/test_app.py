@@ -30,9 +30,8 @@ from aiopyramid_ng.events import ApplicationShutdown, ApplicationStartup
 from aiopyramid_ng.interfaces import IAppExecutor
 from aiopyramid_ng.settings import MAX_BODY_SIZE
 from aiopyramid_ng.types import Environ, Message, Receive, Send, StartResponse
-
-from .asgi_support import FILE_CONTENT, Middleware, Probe, make_router
-from .conftest import LeakCheck
+from tests.support.asgi_app import FILE_CONTENT, Middleware, Probe, make_router
+from tests.support.leaks import LeakCheck
 
 PATIENCE = 30.0
 
@@ -577,7 +576,7 @@ def hello_factory(global_config: dict[str, str], **settings: str) -> Router:
 def test_from_ini(tmp_path: Path) -> None:
     ini = tmp_path / "app.ini"
     ini.write_text(
-        "[app:main]\nuse = call:tests.test_asgi_app:hello_factory\ngreeting = hi %(who)s\n"
+        "[app:main]\nuse = call:tests.asgi.test_app:hello_factory\ngreeting = hi %(who)s\n"
         "aiopyramid_ng.max_body_size = 123\n"
         "[loggers]\nkeys = root\n[handlers]\nkeys = null\n[formatters]\nkeys =\n"
         "[logger_root]\nhandlers = null\n[handler_null]\nclass = NullHandler\nargs = ()\n"

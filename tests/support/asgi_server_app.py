@@ -10,8 +10,7 @@ import os
 from pathlib import Path
 
 from aiopyramid_ng.asgi import make_asgi_app
-
-from .asgi_support import SERVER_MAX_BODY_SIZE, Middleware, make_router
+from tests.support.asgi_app import SERVER_MAX_BODY_SIZE, Middleware, make_router
 
 _directory = Path(os.environ["ASGI_TESTS_DIR"])
 

@@ -25,8 +25,8 @@ import asyncio
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from .servers import PATIENCE
-from .websocket_servers import WsServer, each_server
+from tests.support.servers import PATIENCE
+from tests.support.websocket_servers import WsServer, each_server
 
 CLOSE_CODES = {"uvicorn": 1012, "hypercorn": 1001, "daphne": 1006}
 

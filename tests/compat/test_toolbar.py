@@ -24,8 +24,7 @@ from pyramid.router import Router
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.helpers import await_
 from aiopyramid_ng.testing import TestApp
-
-from .compat_support import KINDS, Requests, add_views_by_kind, concurrently, server_fixture
+from tests.support.compat import KINDS, Requests, add_views_by_kind, concurrently, server_fixture
 
 PROFILE = {"Cookie": "pdtb_active=performance"}
 log = logging.getLogger("compat.toolbar")

@@ -24,9 +24,10 @@ if not CHROMIUM.exists():
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
-from .servers import HOST, PATIENCE, accepts_connections, free_port, serving  # noqa: E402
+from tests.support import REPO_ROOT  # noqa: E402
+from tests.support.servers import HOST, PATIENCE, accepts_connections, free_port, serving  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chat"
+EXAMPLE = REPO_ROOT / "examples" / "chat"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

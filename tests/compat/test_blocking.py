@@ -37,8 +37,7 @@ from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.events import ApplicationShutdown
 from aiopyramid_ng.testing import TestApp
-
-from .compat_support import (
+from tests.support.compat import (
     Requests,
     concurrently,
     dispose_async_engine,

@@ -25,9 +25,8 @@ from pyramid.session import SignedCookieSessionFactory
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.sessions import async_session_factory
 from aiopyramid_ng.testing import TestApp
-
-from .compat_support import KINDS, add_views_by_kind, server_fixture, views_answering
-from .servers import PATIENCE
+from tests.support.compat import KINDS, add_views_by_kind, server_fixture, views_answering
+from tests.support.servers import PATIENCE
 
 COOKIE = "store_session"
 

@@ -39,8 +39,7 @@ from aiopyramid_ng.execution import thread_loop
 from aiopyramid_ng.helpers import await_
 from aiopyramid_ng.settings import DEFAULT_MAX_WORKERS
 from aiopyramid_ng.testing import TestApp
-
-from .compat_support import (
+from tests.support.compat import (
     Base,
     Row,
     add_views_by_kind,
@@ -48,8 +47,8 @@ from .compat_support import (
     dispose_async_engine,
     server_fixture,
 )
-from .conftest import LeakCheck
-from .servers import PATIENCE
+from tests.support.leaks import LeakCheck
+from tests.support.servers import PATIENCE
 
 KINDS = ("coroutine", "greenlet", "executor")
 

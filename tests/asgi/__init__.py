@@ -1,0 +1,1 @@
+"""Tests of ``aiopyramid_ng.asgi``: the ASGI server boundary, in-process."""

@@ -1,0 +1,1 @@
+"""Tests of ``aiopyramid_ng.compat``: each adapted library under interleaved requests."""

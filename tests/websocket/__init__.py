@@ -1,0 +1,1 @@
+"""Tests of ``aiopyramid_ng.websocket``: the WebSocket view API, in-process."""
