@@ -26,15 +26,11 @@ from webtest import TestApp as WSGITestApp
 from aiopyramid_ng.auth import authn_policy_factory
 from aiopyramid_ng.helpers import spawn_greenlet, synchronize
 from aiopyramid_ng.tweens import BridgedTweens
-from tests.support.apps import make_app
+from tests.support.apps import make_app, tick
 
 T = TypeVar("T")
 
 PRINCIPALS = ["system.Everyone", "system.Authenticated", "theone", "test_user"]
-
-
-async def tick() -> None:
-    await asyncio.sleep(0.001)
 
 
 def run(func: Callable[..., T], *args: Any) -> T:

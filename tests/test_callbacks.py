@@ -18,15 +18,10 @@ from webtest import TestApp as WSGITestApp
 from aiopyramid_ng.exceptions import ScopeError
 from aiopyramid_ng.helpers import spawn_greenlet
 from aiopyramid_ng.renderers import AsyncRenderer, BridgedRendererFactory
-from tests.support.apps import get_response, make_app, make_one_view_app
+from tests.support.apps import get_response, make_app, make_one_view_app, tick
 from tests.support.leaks import LeakCheck
 
 finished: list[str] = []
-
-
-async def tick() -> None:
-    # Suspends for real, so concurrent requests interleave here.
-    await asyncio.sleep(0.001)
 
 
 async def stamp(request: Request, response: Response) -> None:

@@ -24,14 +24,10 @@ from aiopyramid_ng.auth import authn_policy_factory
 from aiopyramid_ng.exceptions import ScopeError
 from aiopyramid_ng.helpers import spawn_greenlet, synchronize
 from aiopyramid_ng.security import ACLHelper, BridgedSecurityPolicy
-from tests.support.apps import get_response, make_app
+from tests.support.apps import get_response, make_app, tick
 from tests.support.leaks import LeakCheck
 
 GROUPS = {"ann": ["group:editors"], "bob": []}
-
-
-async def tick() -> None:
-    await asyncio.sleep(0.001)
 
 
 def loads(request: Request) -> int:

@@ -23,13 +23,8 @@ from aiopyramid_ng.events import ApplicationShutdown, ApplicationStartup
 from aiopyramid_ng.exceptions import ScopeError
 from aiopyramid_ng.helpers import spawn_greenlet, synchronize
 from aiopyramid_ng.subscribers import AwaitingNotify
-from tests.support.apps import get_response, make_app
+from tests.support.apps import get_response, make_app, tick
 from tests.support.leaks import LeakCheck
-
-
-async def tick() -> None:
-    # Suspends for real, so concurrent requests interleave here.
-    await asyncio.sleep(0.001)
 
 
 async def on_new_request(event: NewRequest) -> None:

@@ -17,7 +17,8 @@ from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.events import ApplicationStartup
 from aiopyramid_ng.testing import TestApp, scope_from_environ
 from aiopyramid_ng.types import Message, Receive, Scope, Send
-from tests.support.asgi_app import Middleware, Probe, make_router
+from tests.support.asgi_app import Middleware, make_router
+from tests.support.probe import Probe
 
 # -- one application, two paths ----------------------------------------------------
 

@@ -26,16 +26,11 @@ from aiopyramid_ng.helpers import spawn_greenlet
 from aiopyramid_ng.security import ACLHelper
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.traversal import AsyncTraverser
-from tests.support.apps import make_app, make_asgi
+from tests.support.apps import make_app, make_asgi, tick
 from tests.support.leaks import LeakCheck
 from tests.support.servers import PATIENCE, uvicorn_thread
 
 USERS = [f"user{n}" for n in range(10)]
-
-
-async def tick() -> None:
-    # Suspends for real, so concurrent requests interleave here.
-    await asyncio.sleep(0.001)
 
 
 class Folder:

@@ -18,15 +18,10 @@ from aiopyramid_ng.exceptions import ScopeError
 from aiopyramid_ng.helpers import synchronize
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.tweens import AsyncTween, BridgedTweens, TweenHandler
-from tests.support.apps import get_response, make_app, make_asgi
+from tests.support.apps import get_response, make_app, make_asgi, tick
 from tests.support.leaks import LeakCheck
 
 Handler = Any
-
-
-async def tick() -> None:
-    # Suspends for real, so concurrent requests interleave here.
-    await asyncio.sleep(0.001)
 
 
 def trail(request: Request) -> list[str]:

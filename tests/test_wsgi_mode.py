@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,13 +14,12 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.router import Router
 from pyramid.threadlocal import get_current_request
-from waitress.server import create_server
 from webtest import TestApp
 
 from aiopyramid_ng.execution import GreenletExecutionPolicy
 from aiopyramid_ng.helpers import synchronize
 from tests.support.apps import make_app
-from tests.support.servers import HOST, PATIENCE, free_port
+from tests.support.servers import PATIENCE, waitress_thread
 
 queues: dict[asyncio.AbstractEventLoop, asyncio.Queue[str]] = {}
 
@@ -110,15 +108,8 @@ def test_calling_the_wsgi_app_from_a_running_loop_is_a_clear_error(app: Router) 
 
 @pytest.fixture(scope="module")
 def waitress_url(app: Router) -> Iterator[str]:
-    port = free_port()
-    server = create_server(app, host=HOST, port=port, threads=4)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{HOST}:{port}"
-    finally:
-        server.close()
-        thread.join(5)
+    with waitress_thread(app, threads=4) as url:
+        yield url
 
 
 def test_waitress_serves_coroutine_views_concurrently(waitress_url: str) -> None:

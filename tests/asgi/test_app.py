@@ -30,8 +30,9 @@ from aiopyramid_ng.events import ApplicationShutdown, ApplicationStartup
 from aiopyramid_ng.interfaces import IAppExecutor
 from aiopyramid_ng.settings import MAX_BODY_SIZE
 from aiopyramid_ng.types import Environ, Message, Receive, Send, StartResponse
-from tests.support.asgi_app import FILE_CONTENT, Middleware, Probe, make_router
+from tests.support.asgi_app import FILE_CONTENT, Middleware, make_router
 from tests.support.leaks import LeakCheck
+from tests.support.probe import Probe
 
 PATIENCE = 30.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -44,3 +45,8 @@ async def get_response(app: Router, path: str = "/", **kwargs: Any) -> Any:
     """Call ``app`` as the ASGI adapter does: inside a request greenlet on this loop."""
     request = Request.blank(path, **kwargs)
     return await spawn_greenlet(request.get_response, app)
+
+
+async def tick() -> None:
+    """Suspend for real (a millisecond), so that concurrent requests interleave here."""
+    await asyncio.sleep(0.001)

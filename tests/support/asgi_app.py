@@ -11,7 +11,6 @@ import asyncio
 import gc
 import hashlib
 import threading
-from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,32 +29,12 @@ from aiopyramid_ng.config import GreenletMapper
 from aiopyramid_ng.events import ApplicationShutdown, ApplicationStartup
 from aiopyramid_ng.helpers import await_, synchronize
 from aiopyramid_ng.types import Environ, StartResponse
+from tests.support.probe import Probe, probe_of
 
 #: Content of the file ``/file`` serves: several reads of FileWrapper's chunk.
 FILE_CONTENT = bytes(range(256)) * 1200
 #: The body limit of the application the server tests run.
 SERVER_MAX_BODY_SIZE = 64 * 1024
-
-
-class Probe:
-    """What the application observed; one per application object."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        # Created on first use, so each is bound to the loop serving the app.
-        self._events: dict[str, asyncio.Event] = {}
-        self.thread_gates: dict[str, threading.Event] = {}
-
-    def event(self, name: str) -> asyncio.Event:
-        return self._events.setdefault(name, asyncio.Event())
-
-    def thread_gate(self, name: str) -> threading.Event:
-        return self.thread_gates.setdefault(name, threading.Event())
-
-
-def probe_of(request: Request) -> Probe:
-    probe: Probe = request.registry.probe
-    return probe
 
 
 class Teapot(Exception):

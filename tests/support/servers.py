@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import uvicorn
+from waitress.server import create_server
 
 T = TypeVar("T")
 
@@ -170,3 +171,20 @@ def uvicorn_thread(app: Any, **options: Any) -> Iterator[str]:
         thread.join(PATIENCE)
         sock.close()
     assert not thread.is_alive(), "uvicorn did not stop"
+
+
+@contextmanager
+def waitress_thread(app: Any, *, threads: int = 4) -> Iterator[str]:
+    """Serve the WSGI ``app`` with waitress (``threads`` workers) in a thread; yield its base URL.
+
+    The server is always closed, and its thread joined for a few seconds.
+    """
+    port = free_port()
+    server = create_server(app, host=HOST, port=port, threads=threads)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.close()
+        thread.join(5)

@@ -8,10 +8,8 @@ which a test reads after the server process exited.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -32,28 +30,7 @@ from aiopyramid_ng.websocket import (
     WebsocketConnectionView,
     WebsocketMapper,
 )
-
-
-class Probe:
-    """What the application observed; one per application object."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        #: Callbacks of each Room, by its ``id`` query parameter, in order.
-        self.calls: defaultdict[str, list[str]] = defaultdict(list)
-        self.errors: list[str] = []
-        self.notes: list[str] = []
-        #: The first connection to ``/ws/relay``, which the next one sends to.
-        self.relay: WebSocket | None = None
-        self._events: dict[str, asyncio.Event] = {}
-
-    def event(self, name: str) -> asyncio.Event:
-        return self._events.setdefault(name, asyncio.Event())
-
-
-def probe_of(request: Request) -> Probe:
-    probe: Probe = request.registry.probe
-    return probe
+from tests.support.probe import Probe, probe_of
 
 
 class UserHeaderPolicy:

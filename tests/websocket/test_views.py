@@ -31,7 +31,8 @@ from aiopyramid_ng.websocket.origins import origin_allowed, parse_origins
 from aiopyramid_ng.websocket.tracking import OpenConnections
 from tests.support.apps import make_app
 from tests.support.leaks import LeakCheck
-from tests.support.websocket_app import Probe, echo, make_router
+from tests.support.probe import Probe
+from tests.support.websocket_app import echo, make_router
 
 #: Upper bound for one message to arrive; reached only if something hangs.
 PATIENCE = 10.0
