@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from pyramid.config import Configurator
 from pyramid.events import ApplicationCreated
-from pyramid.exceptions import ConfigurationError
-from pyramid.interfaces import IExecutionPolicy
 
 from . import threadlocal
 from .asgi import make_asgi_app_directive
-from .execution import GreenletExecutionPolicy, wrap_execution_policy
+from .execution import adopt_execution_policy, wrap_execution_policy
 from .executor import register_executor, set_executor
-from .mappers import CoroutineOrExecutorMapper, awaited_view
+from .mappers import (
+    CoroutineOrExecutorMapper,
+    awaited_view,
+    refuse_views_derived_before,
+    views_derived_so_far,
+)
 from .orders import ORDERS
 from .settings import check_settings
 
@@ -52,6 +55,13 @@ def includeme(config: Configurator) -> None:
     config.add_view_deriver(awaited_view, under="rendered_view", over="mapped_view")
 
     registry = config.registry
+    # Views already built when the add-on is first included in this registry
+    # (by an earlier commit, or by an autocommitting Configurator) were built
+    # without its mapper and deriver; a later include (another Configurator
+    # over the same registry) changes nothing for them.
+    built_before: set[int] = registry.__dict__.setdefault(
+        "aiopyramid_ng_views_built_before", views_derived_so_far(registry)
+    )
 
     def check_and_register_executor() -> None:
         check_settings(registry.settings)
@@ -62,17 +72,14 @@ def includeme(config: Configurator) -> None:
         None, lambda: wrap_execution_policy(registry), order=ORDERS["wrap_execution_policy"]
     )
 
-    def check_execution_policy(event: ApplicationCreated) -> None:
-        policy = registry.queryUtility(IExecutionPolicy)
-        if not isinstance(policy, GreenletExecutionPolicy):
-            raise ConfigurationError(
-                f"The execution policy {policy!r} replaced the one aiopyramid_ng installs, so "
-                "requests would not run in request greenlets: it was set after a "
-                "config.commit() that followed config.include('aiopyramid_ng'). Call "
-                "set_execution_policy() (or include the add-on that sets it) before that commit."
-            )
+    def adopt_final_policy(event: ApplicationCreated) -> None:
+        # However the application was assembled (an autocommitting
+        # Configurator, testing.setUp(), a policy set by a later commit), the
+        # Router it made runs the final policy, wrapped.
+        adopt_execution_policy(registry, event.app)
+        refuse_views_derived_before(registry, built_before)
 
-    config.add_subscriber(check_execution_policy, ApplicationCreated)
+    config.add_subscriber(adopt_final_policy, ApplicationCreated)
     config.include(".debug")
     config.include(".subscribers")
     config.include(".security")

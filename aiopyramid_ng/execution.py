@@ -35,7 +35,13 @@ from .settings import BLOCKING_MS, PIPELINE
 from .threads import run_in_thread
 from .types import Environ
 
-__all__ = ["GreenletExecutionPolicy", "run_sync", "thread_loop", "wrap_execution_policy"]
+__all__ = [
+    "GreenletExecutionPolicy",
+    "adopt_execution_policy",
+    "run_sync",
+    "thread_loop",
+    "wrap_execution_policy",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -123,15 +129,46 @@ class GreenletExecutionPolicy:
             return await_in_greenlet(run_in_thread(executor, self.policy, environ, router))
         return self._call_policy(environ, router)
 
+    def wrap_inner(self, wrap: Callable[[ExecutionPolicy], ExecutionPolicy]) -> None:
+        """Replace the policy run in the request greenlet by ``wrap(policy)``.
+
+        For a layer that must run inside the request greenlet (or the worker
+        thread) but was added after this policy was installed: an
+        autocommitting Configurator runs the add-on's actions in the order
+        the application includes things, not in :data:`~aiopyramid_ng.orders.ORDERS`.
+        """
+        self.policy = wrap(self.policy)
+        self._call_policy = direct_call(self.policy)
+
     def __repr__(self) -> str:
         return f"<GreenletExecutionPolicy ({self.pipeline}) around {self.policy!r}>"
 
 
-def wrap_execution_policy(registry: Registry) -> None:
-    """Wrap the registry's execution policy, whichever add-on set it, once."""
+def wrap_execution_policy(registry: Registry) -> GreenletExecutionPolicy:
+    """Wrap the registry's execution policy, whichever add-on set it, once; return it.
+
+    Idempotent, so it runs both at commit and when the application is
+    created: a policy set after the add-on's commit (by a later commit, or
+    by an autocommitting Configurator after the include) is wrapped then.
+    """
     policy = registry.queryUtility(IExecutionPolicy, default=default_execution_policy)
-    if not isinstance(policy, GreenletExecutionPolicy):
-        settings = registry.settings
-        pipeline = cast(Pipeline, PIPELINE.read(settings))
-        wrapped = GreenletExecutionPolicy(policy, pipeline, BLOCKING_MS.read(settings))
-        registry.registerUtility(wrapped, IExecutionPolicy)
+    if isinstance(policy, GreenletExecutionPolicy):
+        return policy
+    settings = registry.settings
+    pipeline = cast(Pipeline, PIPELINE.read(settings))
+    wrapped = GreenletExecutionPolicy(policy, pipeline, BLOCKING_MS.read(settings))
+    registry.registerUtility(wrapped, IExecutionPolicy)
+    return wrapped
+
+
+def adopt_execution_policy(registry: Registry, app: object) -> None:
+    """Make ``app``, the Router just made, run the registry's final, wrapped execution policy.
+
+    A Router reads the policy once, when it is made: one set between the
+    add-on's commit and ``make_wsgi_app()`` would otherwise run outside any
+    request greenlet.  ``app`` is what ``ApplicationCreated`` carries, which
+    code other than ``make_wsgi_app()`` may set to anything.
+    """
+    policy = wrap_execution_policy(registry)
+    if isinstance(app, Router) and app.registry is registry:
+        app.execution_policy = policy

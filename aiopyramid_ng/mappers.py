@@ -24,6 +24,7 @@ from typing import Any
 
 from pyramid.exceptions import ConfigurationError
 from pyramid.interfaces import IRequest, IViewMapperFactory
+from pyramid.registry import Registry
 from pyramid.util import object_description
 from pyramid.viewderivers import DefaultViewMapper
 
@@ -41,6 +42,7 @@ __all__ = [
     "GreenletMapper",
     "awaited_view",
     "mapper_of",
+    "refuse_views_derived_before",
 ]
 
 View = Any
@@ -159,3 +161,34 @@ def awaited_view(view: Any, info: Any) -> Any:
         return result
 
     return awaiting_view
+
+
+def _views_in(registry: Registry) -> list[Any]:
+    introspector = getattr(registry, "introspector", None)
+    return list(introspector.get_category("views", ())) if introspector is not None else []
+
+
+def views_derived_so_far(registry: Registry) -> set[int]:
+    """Return the ids of the views ``registry`` has built so far."""
+    return {id(entry["introspectable"]) for entry in _views_in(registry)}
+
+
+def refuse_views_derived_before(registry: Registry, before: set[int]) -> None:
+    """Refuse an ``async def`` view that was built before the add-on was included.
+
+    Pyramid builds a view when the commit that adds it runs, with the mapper
+    and derivers configured by then: a coroutine view committed before
+    ``config.include('aiopyramid_ng')`` would return an unawaited coroutine
+    on every request.
+
+    :raises ConfigurationError: naming the first such view and the fix.
+    """
+    for entry in _views_in(registry):
+        view = entry["introspectable"]
+        if id(view) in before and is_coroutine_callable(view["callable"], view["attr"]):
+            raise ConfigurationError(
+                f"The coroutine view {object_description(view['callable'])} was added by a "
+                "commit that ran before config.include('aiopyramid_ng'), so it was built "
+                "without the add-on and would never be awaited. Include aiopyramid_ng before "
+                "the commit that adds it (first thing in main() or in the includeme that adds it)."
+            )

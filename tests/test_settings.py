@@ -82,8 +82,13 @@ def test_a_disabled_adaptation_is_not_installed(monkeypatch: pytest.MonkeyPatch)
     # The manager's class is process-wide: put the stock one back afterwards.
     monkeypatch.setattr(transaction.manager, "__class__", type(transaction.manager))
     monkeypatch.setattr(transaction.manager, "__class__", transaction.ThreadTransactionManager)
-    make(**{"aiopyramid_ng.compat.disable": "transaction"})
+    with_tm = {"pyramid.includes": "pyramid_tm"}
+    make(**with_tm, **{"aiopyramid_ng.compat.disable": "transaction"})
     assert not isinstance(transaction.manager, ContextTransactionManager)
+    # Installed only when the application includes pyramid_tm, the library
+    # it adapts; the transaction package being importable is not enough.
     make()
+    assert not isinstance(transaction.manager, ContextTransactionManager)
+    make(**with_tm)
     assert isinstance(transaction.manager, ContextTransactionManager)
     assert "aiopyramid_ng.compat.transaction" in sys.modules

@@ -1,21 +1,29 @@
 """Adaptations of other libraries that assume one request per thread: one module each.
 
-Included by ``config.include('aiopyramid_ng')``:
+One rule decides whether an adaptation is installed: **the application uses
+the library it adapts.**  For a Pyramid add-on that means the application
+includes it, seen in the configuration the add-on leaves (its tween in the
+tween chain, its utility in the registry); for a plain library, that the
+application has imported it by the time it is created.  A library that is
+merely installed is never touched.
 
-* :mod:`.sqlalchemy`: an error when requests share a SQLAlchemy session
-  (when the application has imported SQLAlchemy's ORM by the time it is
-  created);
+* :mod:`.transaction`: a transaction per request, when pyramid_tm's tween
+  is in the application's tween chain;
 * :mod:`.debugtoolbar`: pyramid_debugtoolbar's logging and performance
-  panels for interleaved requests (when the application includes it);
-* :mod:`.transaction`: a transaction per request (when the ``transaction``
-  package is installed).
+  panels for interleaved requests, when the application includes the toolbar;
+* :mod:`.sqlalchemy`: an error when requests share a SQLAlchemy session, when
+  the application has imported SQLAlchemy's ORM by the time it is created.
 
-Nothing outside this package imports it, and :mod:`aiopyramid_ng.asgi`
-never does.
+Each is checked at commit and again when the application is created, so the
+order of includes and commits does not matter.  Every adaptation and what it
+changes is listed in :data:`ADAPTATIONS`; the setting
+``aiopyramid_ng.compat.disable`` turns any of them off.  Nothing outside this
+package imports it, and :mod:`aiopyramid_ng.asgi` never does.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from importlib.util import find_spec
@@ -23,11 +31,14 @@ from importlib.util import find_spec
 from pyramid.config import Configurator
 from pyramid.events import ApplicationCreated
 from pyramid.exceptions import ConfigurationError
+from pyramid.interfaces import ITweens
 from pyramid.registry import Registry
 
 from ..settings import COMPAT_DISABLE
 
-__all__ = ["ADAPTATIONS", "includeme"]
+log = logging.getLogger(__name__)
+
+__all__ = ["ADAPTATIONS", "includeme", "tween_names"]
 
 #: The adaptations by name (the names ``aiopyramid_ng.compat.disable`` takes),
 #: each with every object of another library it changes.
@@ -42,7 +53,7 @@ ADAPTATIONS: dict[str, str] = {
 
 
 def includeme(config: Configurator) -> None:
-    """Include the adaptations for the libraries that are installed, unless disabled."""
+    """Include the adaptations of the libraries the application uses, unless disabled."""
     disabled = set(COMPAT_DISABLE.read(config.get_settings()))
     unknown = disabled - set(ADAPTATIONS)
     if unknown:
@@ -52,10 +63,20 @@ def includeme(config: Configurator) -> None:
         )
     if "sqlalchemy" not in disabled:
         config.add_subscriber(_check_shared_sessions_if_used, ApplicationCreated)
+    # Without the transaction package, pyramid_tm cannot be included either.
     if "transaction" not in disabled and find_spec("transaction") is not None:
         config.include(".transaction")
     if "debugtoolbar" not in disabled:
         config.action(None, _debugtoolbar_adapter(config.registry))
+        config.add_subscriber(_toolbar_check(config.registry), ApplicationCreated)
+
+
+def tween_names(registry: Registry) -> set[str]:
+    """Return the names of every tween configured for the application of ``registry``."""
+    tweens = registry.queryUtility(ITweens)
+    if tweens is None:
+        return set()
+    return {name for name, _ in tweens.explicit} | {name for name, _ in tweens.implicit()}
 
 
 def _check_shared_sessions_if_used(event: ApplicationCreated) -> None:
@@ -80,3 +101,22 @@ def _debugtoolbar_adapter(registry: Registry) -> Callable[[], None]:
             install(registry)
 
     return adapt_if_included
+
+
+def _toolbar_check(registry: Registry) -> Callable[[ApplicationCreated], None]:
+    def warn_if_missed(event: ApplicationCreated) -> None:
+        # The toolbar resolves its panels when the Router builds its tweens,
+        # just before this event: an adaptation installed now would come too
+        # late.  That only happens when an autocommitting Configurator
+        # includes the toolbar after aiopyramid_ng (whose check ran first).
+        if "pyramid_debugtoolbar" in sys.modules:
+            from .debugtoolbar import adapted
+
+            if not adapted(registry):
+                log.warning(
+                    "pyramid_debugtoolbar was included after aiopyramid_ng by an "
+                    "autocommitting Configurator, so its logging and performance panels are "
+                    "not adapted to interleaved requests: include pyramid_debugtoolbar first."
+                )
+
+    return warn_if_missed

@@ -39,7 +39,7 @@ from pyramid.interfaces import IRequest
 from pyramid.registry import Registry
 from pyramid_debugtoolbar.panels import logger as logging_panel
 from pyramid_debugtoolbar.panels.performance import PerformanceDebugPanel
-from pyramid_debugtoolbar.toolbar import IToolbarWSGIApp
+from pyramid_debugtoolbar.toolbar import IPanelMap, IToolbarWSGIApp
 
 from ..bridge import in_bridge
 from ..threadlocal import outermost_request
@@ -48,6 +48,7 @@ __all__ = [
     "InterleavedLoggingPanel",
     "InterleavedPerformancePanel",
     "RequestTrackingHandler",
+    "adapted",
     "install",
 ]
 
@@ -157,3 +158,12 @@ def install(registry: Registry) -> None:
     toolbar_config = Configurator(registry=toolbar_app.registry)
     toolbar_config.add_debugtoolbar_panel(InterleavedLoggingPanel)
     toolbar_config.add_debugtoolbar_panel(InterleavedPerformancePanel)
+
+
+def adapted(registry: Registry) -> bool:
+    """Return False when the application of ``registry`` has the toolbar's own panels."""
+    toolbar_app = registry.queryUtility(IToolbarWSGIApp)
+    if toolbar_app is None:
+        return True
+    panels = toolbar_app.registry.queryUtility(IPanelMap, default={})
+    return InterleavedLoggingPanel in panels.values()

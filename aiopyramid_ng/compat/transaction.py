@@ -35,16 +35,27 @@ from typing import Any
 
 import transaction
 from pyramid.config import Configurator
+from pyramid.events import ApplicationCreated
 from pyramid.interfaces import IExecutionPolicy
+from pyramid.registry import Registry
 from pyramid.router import Router, default_execution_policy
 from transaction import ThreadTransactionManager, TransactionManager
 from zope.interface import implementer
 
 from ..bridge import direct_call
+from ..execution import GreenletExecutionPolicy, adopt_execution_policy
 from ..orders import ORDERS
 from ..types import Environ
+from . import tween_names
 
-__all__ = ["ContextTransactionManager", "RequestTransactionPolicy", "includeme", "install"]
+__all__ = [
+    "ContextTransactionManager",
+    "RequestTransactionPolicy",
+    "adapt",
+    "includeme",
+    "install",
+    "uses_pyramid_tm",
+]
 
 
 class _RequestManager:
@@ -157,14 +168,47 @@ def _abort_unfinished(environ: Environ, given: object) -> None:
         manager.abort()
 
 
-def includeme(config: Configurator) -> None:
-    """Install the context-local manager and wrap the application's execution policy."""
+#: The tween pyramid_tm adds: its presence in the tween chain is what
+#: "the application includes pyramid_tm" means (see :mod:`aiopyramid_ng.compat`).
+PYRAMID_TM_TWEEN = "pyramid_tm.tm_tween_factory"
+
+
+def uses_pyramid_tm(registry: Registry) -> bool:
+    """Return True when the application of ``registry`` includes pyramid_tm."""
+    return PYRAMID_TM_TWEEN in tween_names(registry)
+
+
+def _wrap(policy: Any) -> Any:
+    if isinstance(policy, RequestTransactionPolicy):
+        return policy
+    return RequestTransactionPolicy(policy)
+
+
+def adapt(registry: Registry) -> None:
+    """Install the adaptation for the application of ``registry`` if it uses pyramid_tm.
+
+    Idempotent and independent of the order things were configured in: the
+    request's own manager is set inside the request greenlet (or the worker
+    thread), whether :class:`~aiopyramid_ng.execution.GreenletExecutionPolicy`
+    is installed yet or not.
+    """
+    if not uses_pyramid_tm(registry):
+        return
     install()
+    policy = registry.queryUtility(IExecutionPolicy, default=default_execution_policy)
+    if isinstance(policy, GreenletExecutionPolicy):
+        policy.wrap_inner(_wrap)
+    else:
+        registry.registerUtility(_wrap(policy), IExecutionPolicy)
+
+
+def includeme(config: Configurator) -> None:
+    """Adapt ``transaction`` at commit, and again when the application is created."""
     registry = config.registry
 
-    def wrap_execution_policy() -> None:
-        policy = registry.queryUtility(IExecutionPolicy, default=default_execution_policy)
-        if not isinstance(policy, RequestTransactionPolicy):
-            registry.registerUtility(RequestTransactionPolicy(policy), IExecutionPolicy)
+    def adapt_created(event: ApplicationCreated) -> None:
+        adapt(registry)
+        adopt_execution_policy(registry, event.app)
 
-    config.action(None, wrap_execution_policy, order=ORDERS["wrap_transaction_policy"])
+    config.action(None, lambda: adapt(registry), order=ORDERS["wrap_transaction_policy"])
+    config.add_subscriber(adapt_created, ApplicationCreated)
