@@ -259,7 +259,7 @@ def _drive(
                 _unwind(child, waiter, func)
                 raise
             except BaseException as exc:
-                resume, sent = waiter.throw, exc
+                resume, sent = _thrower(waiter), exc
             else:
                 resume, sent = waiter.switch, None
         else:
@@ -271,7 +271,7 @@ def _drive(
                 _unwind(child, child, func)
                 raise
             except BaseException as exc:
-                resume, sent = child.throw, exc
+                resume, sent = _thrower(child), exc
             else:
                 resume, sent = child.switch, value
         resumed = perf_counter() if _timed else 0.0
@@ -286,6 +286,20 @@ def _drive(
         # if the coroutine had re-raised.
         raise asyncio.CancelledError()
     return message
+
+
+def _thrower(target: greenlet) -> Callable[[BaseException], Any]:
+    """Return a function that raises an exception in ``target`` with its traceback.
+
+    ``greenlet.throw(exc)`` raises ``exc`` with no traceback, which would
+    drop every frame the exception came through before it reached the loop
+    (a worker thread's, a coroutine's): the three-argument form keeps them.
+    """
+
+    def throw(exc: BaseException) -> Any:
+        return target.throw(type(exc), exc, exc.__traceback__)
+
+    return throw
 
 
 def _unwind(child: RequestGreenlet, waiter: greenlet, func: Callable[..., Any]) -> None:

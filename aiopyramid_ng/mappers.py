@@ -19,6 +19,7 @@ mapper                         ``async def`` view        plain view
 
 from __future__ import annotations
 
+import sys
 from inspect import isawaitable
 from typing import Any
 
@@ -82,6 +83,15 @@ class BridgeMapper(DefaultViewMapper):  # type: ignore[misc]
                 # executor (setting aiopyramid_ng.pipeline = executor).
                 return mapped(context, request)
             executor = executor_of(request.registry)
+            handling = sys.exc_info()[1]
+            if handling is not None:
+                # An exception view: Pyramid calls it while handling the
+                # exception, and a view may rely on that (a bare `raise`,
+                # sys.exc_info()).  That state belongs to the calling thread;
+                # the worker gets it back by handling the same exception.
+                return await_(
+                    run_in_thread(executor, _handling, handling, mapped, context, request)
+                )
             return await_(run_in_thread(executor, mapped, context, request))
 
         return executor_view
@@ -90,6 +100,14 @@ class BridgeMapper(DefaultViewMapper):  # type: ignore[misc]
         return ConfigurationError(
             f"{type(self).__name__} cannot map {_describe(view, self.attr)}: {what}. {fix}"
         )
+
+
+def _handling(exc: BaseException, mapped: View, context: Any, request: IRequest) -> Any:
+    """Call ``mapped`` while handling ``exc``, as Pyramid calls an exception view."""
+    try:
+        raise exc
+    except BaseException:
+        return mapped(context, request)
 
 
 class CoroutineOrExecutorMapper(BridgeMapper):
