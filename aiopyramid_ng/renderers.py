@@ -50,13 +50,41 @@ class AsyncRenderer:
     def __call__(self, value: Any, system: dict[str, Any]) -> Any:
         return resolve(self.renderer(value, system), self.renderer, _FIX)
 
+    @property
+    def __wrapped__(self) -> Any:
+        return self.renderer
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names the wrapper lacks: the renderer's own
+        # attributes stay reachable through whoever looks the renderer up.
+        # (Not for "renderer" itself, unset while copy or pickle rebuilds
+        # the wrapper: that would recurse.)
+        if name == "renderer":
+            raise AttributeError(name)
+        return getattr(self.renderer, name)
+
 
 @implementer(IRendererFactory)
 class BridgedRendererFactory:
-    """A renderer factory whose ``async def`` renderers are awaited."""
+    """A renderer factory whose ``async def`` renderers are awaited.
+
+    Everything else is the factory's own: an attribute the wrapper does not
+    have is looked up on the factory, since applications and add-ons fetch
+    their factory back with ``queryUtility(IRendererFactory, name)`` and
+    call its methods (Cornice's ``render_errors``).
+    """
 
     def __init__(self, factory: Any):
         self.factory = factory
+
+    @property
+    def __wrapped__(self) -> Any:
+        return self.factory
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "factory":
+            raise AttributeError(name)
+        return getattr(self.factory, name)
 
     def __call__(self, info: IRendererInfo) -> Any:
         renderer = self.factory(info)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import weakref
 from typing import Any
@@ -165,3 +166,46 @@ def test_a_finished_request_is_freed_without_the_cycle_collector() -> None:
     assert request_ref() is None
     with pytest.raises(ReferenceError, match=r"add_finished_callback\(\) was kept past the end"):
         add_finished_callback(record)
+
+
+class ErrorsRenderer:
+    """A factory instance with methods of its own, as Cornice registers."""
+
+    label = "errors"
+
+    def __call__(self, info: Any) -> Any:
+        def render(value: Any, system: dict[str, Any]) -> str:
+            return f"{self.label}:{value}"
+
+        render.kind = "plain"  # type: ignore[attr-defined]
+        return render
+
+    def render_errors(self, request: Any) -> str:
+        return f"{self.label} for {request.path}"
+
+
+def test_wrapped_renderer_factory_keeps_its_own_attributes() -> None:
+    def errors_view(request: Any) -> Any:
+        factory = request.registry.queryUtility(IRendererFactory, name="errors")
+        return Response(factory.render_errors(request))
+
+    with Configurator() as config:
+        config.include("aiopyramid_ng")
+        config.add_renderer("errors", ErrorsRenderer())
+        config.add_view(errors_view)
+    app = WSGITestApp(config.make_wsgi_app())
+    assert app.get("/").text == "errors for /"
+    factory = config.registry.getUtility(IRendererFactory, name="errors")
+    assert isinstance(factory, BridgedRendererFactory)
+    assert isinstance(factory.__wrapped__, ErrorsRenderer)
+    assert factory.label == "errors"
+    with pytest.raises(AttributeError, match="missing"):
+        factory.missing  # noqa: B018
+
+
+def test_async_renderer_keeps_the_renderer_attributes() -> None:
+    renderer = UpperRenderer(type("Info", (), {"name": "n"})())
+    wrapped = AsyncRenderer(renderer)
+    assert wrapped.__wrapped__ is renderer
+    assert wrapped.name == renderer.name
+    assert copy.copy(wrapped).renderer is renderer
