@@ -1,6 +1,6 @@
 """The greenlet bridge: synchronous code that waits on coroutines without blocking the loop.
 
-:func:`spawn_greenlet` is a coroutine.  Awaited in an asyncio Task, it runs a
+:func:`~aiopyramid_ng.helpers.spawn_greenlet` is a coroutine.  Awaited in an asyncio Task, it runs a
 synchronous function in a new :class:`RequestGreenlet` whose parent is the
 greenlet running the Task (the *driver*).  When that synchronous code calls
 :func:`~aiopyramid_ng.helpers.await_`, the awaitable is stepped right there,

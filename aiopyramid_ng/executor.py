@@ -39,6 +39,7 @@ class AppExecutor:
         self._lock = threading.Lock()
 
     def get(self) -> Executor:
+        """Return the executor, creating the pool on first use."""
         executor = self._executor
         if executor is None:
             with self._lock:
@@ -50,6 +51,7 @@ class AppExecutor:
         return executor
 
     def shutdown(self, wait: bool = True) -> None:
+        """Shut down a pool this object created; a later :meth:`get` makes a new one."""
         if not self.owned:
             return
         with self._lock:

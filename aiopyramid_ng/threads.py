@@ -3,7 +3,7 @@
 :func:`run_in_thread` runs blocking work in a pool from a coroutine (or a
 request greenlet), with a copy of the caller's context variables, so
 ``get_current_request()`` and :func:`~aiopyramid_ng.helpers.synchronize`
-work in the thread.  :func:`wait_from_thread` is the way back: a worker
+work in the thread.  :func:`wait_from_worker` is the way back: a worker
 thread serving a request blocks while the request's loop runs a coroutine
 for it.  Which pool runs an application's work is
 :mod:`aiopyramid_ng.executor`'s business; nothing here knows of Pyramid.

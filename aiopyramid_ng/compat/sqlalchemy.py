@@ -9,11 +9,11 @@ commits and rollbacks mix.  Scope sessions to the request instead
 
 Once included, every ``Session`` records the request that began its
 transaction; when another request, still running, uses it before that
-request has finished, :class:`SharedSessionError` is raised there and then,
-before the statement or flush runs.  A request is identified by the outermost
-request of the calling context, so subrequests, executor threads and tasks
-started by a request count as that request; code outside any request is not
-checked.
+request has finished, :class:`~aiopyramid_ng.exceptions.SharedSessionError`
+is raised there and then, before the statement or flush runs.  A request is
+identified by the outermost request of the calling context, so subrequests,
+executor threads and tasks started by a request count as that request; code
+outside any request is not checked.
 """
 
 from __future__ import annotations

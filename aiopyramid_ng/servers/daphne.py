@@ -36,7 +36,8 @@ def daphne_kwargs(local_conf: Mapping[str, str]) -> dict[str, Any]:
     Building them does not import :mod:`daphne.server`, which installs
     Twisted's asyncio reactor as a side effect of being imported.
 
-    :raises ConfigurationError: for a bad option (see :func:`parse_options`).
+    :raises ConfigurationError: for a bad option (see
+        :func:`~aiopyramid_ng.servers.options.parse_options`).
     """
     from daphne.endpoints import build_endpoint_description_strings
 

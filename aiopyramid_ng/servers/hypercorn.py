@@ -29,7 +29,8 @@ def _bind(address: Address) -> str:
 def hypercorn_config(local_conf: Mapping[str, str]) -> Any:
     """Build the :class:`hypercorn.config.Config` that ``local_conf`` describes.
 
-    :raises ConfigurationError: for a bad option (see :func:`parse_options`).
+    :raises ConfigurationError: for a bad option (see
+        :func:`~aiopyramid_ng.servers.options.parse_options`).
     """
     from hypercorn.config import Config
 

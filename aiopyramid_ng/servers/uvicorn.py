@@ -58,7 +58,8 @@ def uvicorn_options() -> dict[str, Option]:
 def uvicorn_config(wsgi_app: WSGIApp, local_conf: Mapping[str, str]) -> Any:
     """Build the :class:`uvicorn.Config` that serves ``wsgi_app`` as ``local_conf`` says.
 
-    :raises ConfigurationError: for a bad option (see :func:`parse_options`).
+    :raises ConfigurationError: for a bad option (see
+        :func:`~aiopyramid_ng.servers.options.parse_options`).
     """
     import uvicorn
 

@@ -17,7 +17,7 @@ reached, after an ``Origin`` check.  See ``docs/websockets.rst``.
 
 This package is the view API (``endpoints``, ``mapper``, ``origins``,
 ``tracking``); the ASGI side of a connection is
-:mod:`aiopyramid_ng.asgi.connection` and :mod:`aiopyramid_ng.asgi.websocket`.
+``aiopyramid_ng.asgi.connection`` and ``aiopyramid_ng.asgi.websocket``.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 View = Any
 
-#: The view options of WebSocket views (see :func:`websocket_options`).
+#: The view options of WebSocket views (see ``websocket_options``).
 OPTIONS = ("ws_subprotocols", "ws_allowed_origins")
 
 
@@ -93,7 +93,7 @@ class WebsocketMapper:
     plain views get a :class:`~aiopyramid_ng.websocket.SyncWebSocket` whose
     methods block the request greenlet.
 
-    View options (declared by :func:`websocket_options`):
+    View options (declared by the ``websocket_options`` deriver):
 
     ``ws_subprotocols``
         subprotocols the view speaks; the first of the client's
