@@ -7,6 +7,7 @@ from typing import Any
 __all__ = [
     "ClientDisconnected",
     "ConnectionClosedError",
+    "HandshakeRefused",
     "NestedLoopError",
     "ScopeError",
     "SharedSessionError",
@@ -73,4 +74,26 @@ class ConnectionClosedError(RuntimeError):
             f"Cannot send on the WebSocket connection to {connection.path!r}: it is closed "
             f"(close code {connection.close_code}). Check `ws.closed` first, or catch "
             "ConnectionClosedError where a peer may have left (a broadcast)."
+        )
+
+
+class HandshakeRefused(Exception):
+    """The application refused a WebSocket handshake made by a test client.
+
+    Raised by :meth:`aiopyramid_ng.testing.TestApp.websocket_connect`.
+    ``status``, ``headers`` and ``body`` are the HTTP response the
+    application refused with; a refusal by closing before accepting is
+    the ``403`` a server answers for it, with an empty body.
+    """
+
+    def __init__(self, status: int, headers: Any, body: bytes):
+        super().__init__(status, body)
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __str__(self) -> str:
+        detail = self.body.decode("utf-8", "replace")[:200]
+        return f"The WebSocket handshake was refused with {self.status}" + (
+            f": {detail}" if detail else "."
         )

@@ -212,8 +212,19 @@ def test_exception_after_headers_reaches_the_test(tmp_path: Path) -> None:
         app.get("/raw-late-error")
 
 
-def test_unhandled_exception_is_a_500(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unhandled_exception_reaches_the_test_as_under_webtest(tmp_path: Path) -> None:
     with TestApp(make_asgi_app(make_router(tmp_path))) as app:
+        with pytest.raises(ValueError, match="boom") as raised:
+            app.get("/error")
+        # The traceback runs down to the view that raised.
+        assert raised.traceback[-1].name == "error_view"
+        assert app.get("/sync").status_code == 200  # and the next request is served
+
+
+def test_unhandled_exception_is_a_500_when_asked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestApp(make_asgi_app(make_router(tmp_path)), raise_app_exceptions=False) as app:
         assert app.get("/error", status=500).text == "Internal Server Error"
     assert "ValueError: boom" in caplog.text
 
