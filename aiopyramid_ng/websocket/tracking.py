@@ -3,20 +3,23 @@
 Registered as the application's
 :class:`~aiopyramid_ng.interfaces.IWebsocketConnections` utility; at
 ``lifespan.shutdown`` each open connection is closed with 1001 ("going
-away") after its view unwound.
+away") after its view unwound.  The ``pserve`` runners of
+:mod:`aiopyramid_ng.servers` call :func:`close_connections` as soon as the
+server is asked to stop, before the server closes the connections itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from pyramid.registry import Registry
 from zope.interface import implementer
 
 from ..asgi.connection import Connection
 from ..events import ApplicationShutdown
 from ..interfaces import IWebsocketConnections
 
-__all__ = ["SHUTDOWN_TIMEOUT", "OpenConnections", "close_on_shutdown"]
+__all__ = ["SHUTDOWN_TIMEOUT", "OpenConnections", "close_connections", "close_on_shutdown"]
 
 
 #: Seconds :meth:`OpenConnections.close_all` waits for views to unwind.
@@ -53,8 +56,18 @@ class OpenConnections:
             await asyncio.wait(tasks, timeout=timeout)
 
 
+async def close_connections(registry: Registry | None, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+    """Close the open WebSocket connections of the application of ``registry`` with 1001.
+
+    Waits up to ``timeout`` seconds for their views to unwind (``finally``
+    blocks, ``on_close``).  Does nothing for an application that tracks no
+    connections (no registry, or ``aiopyramid_ng`` not included).
+    """
+    tracker = None if registry is None else registry.queryUtility(IWebsocketConnections)
+    if tracker is not None:
+        await tracker.close_all(timeout)
+
+
 async def close_on_shutdown(event: ApplicationShutdown) -> None:
     """Subscriber: close the application's open connections at ``lifespan.shutdown``."""
-    tracker = event.registry.queryUtility(IWebsocketConnections)
-    if tracker is not None:
-        await tracker.close_all()
+    await close_connections(event.registry)
