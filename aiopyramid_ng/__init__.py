@@ -90,3 +90,4 @@ def includeme(config: Configurator) -> None:
     config.include(".sessions")
     config.include(".websocket")
     config.include(".compat")
+    config.include(".badrequests")
