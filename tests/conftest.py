@@ -8,6 +8,7 @@ import pytest
 from pyramid import testing
 from pyramid.threadlocal import manager
 
+from tests.support import corpus
 from tests.support.leaks import LeakCheck
 
 
@@ -30,7 +31,12 @@ SERVER_MODULES = ("tests.servers.", "tests.test_example")
 SERVER_FIXTURES = frozenset({"server", "server_url", "waitress_url"})
 #: Modules that drive a real browser, and those that take the longest.
 BROWSER_MODULES = ("tests.servers.test_websocket_browser",)
-SLOW_MODULES = ("tests.test_leaks", "tests.servers.test_websocket_many")
+SLOW_MODULES = (
+    "tests.test_leaks",
+    "tests.servers.test_websocket_many",
+    "tests.test_corpus",
+    "tests.test_pytest_plugin",
+)
 
 
 def _in(module: str, names: tuple[str, ...]) -> bool:
@@ -50,3 +56,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
         if _in(module, SLOW_MODULES) or _in(module, BROWSER_MODULES):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Print the compatibility corpus's table when it ran (tests/test_corpus.py)."""
+    outcomes = config.stash.get(corpus.OUTCOMES, None)
+    if outcomes:
+        terminalreporter.write_sep("=", "Pyramid's published applications, their own tests")
+        terminalreporter.write_line(corpus.table(outcomes))

@@ -13,8 +13,6 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-pytestmark = pytest.mark.slow
-
 # A project's own suite: it knows nothing of aiopyramid_ng.
 SUITE = """
 import asyncio
