@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import webtest
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
@@ -80,6 +81,29 @@ def test_headers_may_be_bytes_as_under_webtest(router: Router) -> None:
     with TestApp(router) as app:
         response = app.get("/environ/x", headers={"X-Name": b"caf\xc3\xa9"})
     assert response.json["x_name"] == b"caf\xc3\xa9".hex()
+
+
+def _spelled_view(request: Request) -> Response:
+    response = Response("spelled")
+    response.headers["ETag"] = '"v1"'
+    response.headers["Access-Control-Allow-Methods"] = "POST,OPTIONS"
+    return response
+
+
+def test_header_names_are_spelled_as_the_application_spelled_them() -> None:
+    # ASGI carries them lowercase; a suite may read dict(response.headers).
+    with Configurator() as config:
+        config.add_route("spelled", "/")
+        config.add_view(_spelled_view, route_name="spelled")
+        router = config.make_wsgi_app()
+    with TestApp(router) as app:
+        over_asgi = dict(app.get("/").headers)
+        with app.stream("/") as streamed:
+            assert list(streamed.headers.keys()) == list(over_asgi)
+    over_wsgi = dict(webtest.TestApp(router).get("/").headers)
+    assert over_asgi == over_wsgi
+    assert over_asgi["ETag"] == '"v1"'
+    assert over_asgi["Access-Control-Allow-Methods"] == "POST,OPTIONS"
 
 
 class Manager:

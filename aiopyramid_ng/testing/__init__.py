@@ -69,7 +69,8 @@ class _ASGIAsWSGI:
         if not messages or messages[0]["type"] != "http.response.start":
             raise RuntimeError(f"The ASGI application sent no response start: {messages!r}")
         start = messages[0]
-        start_response(status_line(start["status"]), list(response_headers(start).items()))
+        headers = response_headers(start, test_app._header_names)
+        start_response(status_line(start["status"]), list(headers.items()))
         return [
             b"".join(m.get("body", b"") for m in messages[1:] if m["type"] == "http.response.body")
         ]
@@ -175,6 +176,10 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         if self._harness is not None:
             self._harness.entries = local_entries(environ)
 
+    @property
+    def _header_names(self) -> dict[str, str]:
+        return self._harness.header_names if self._harness is not None else {}
+
     def _check(self) -> None:
         """Raise the exception the application raised in the last request, if asked to."""
         if self._harness is None:
@@ -224,8 +229,9 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         """
         environ = self._environ(url, method, headers, body)
         self._hand_over(environ)
+        scope = scope_from_environ(environ)
         return StreamedResponse(
-            self._loop, self.asgi_app, scope_from_environ(environ), body, self._check
+            self._loop, self.asgi_app, scope, body, self._check, self._header_names
         )
 
     def websocket_connect(
@@ -248,7 +254,7 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         environ = self._environ(url, "GET", headers, b"")
         self._hand_over(environ)
         scope = scope_from_environ(environ, "websocket", subprotocols)
-        return WebSocketSession(self._loop, self.asgi_app, scope, self._check)
+        return WebSocketSession(self._loop, self.asgi_app, scope, self._check, self._header_names)
 
     # -- closing ---------------------------------------------------------------------
 

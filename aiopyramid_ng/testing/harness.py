@@ -1,11 +1,13 @@
-"""What WebTest gives a WSGI application that an HTTP request cannot carry.
+"""What WebTest gives a WSGI application, and takes from it, that HTTP over ASGI loses.
 
 A test calls the application directly under WebTest: entries it puts in
 the environ (``extra_environ={"tm.manager": tm}``) reach the application,
-and an exception the application raises reaches the test.  Over ASGI both
-would be lost: the environ is rebuilt from the scope, and the server turns
-an exception into a 500.  :class:`Harness` sits between the ASGI adapter
-and the application and carries both across.
+an exception the application raises reaches the test, and the response's
+header names are spelled as the application spelled them.  Over ASGI all
+three would be lost: the environ is rebuilt from the scope, the server
+turns an exception into a 500, and ASGI header names are lowercase.
+:class:`Harness` sits between the ASGI adapter and the application and
+carries them across.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def local_entries(environ: Environ) -> dict[str, Any]:
 
 
 class Harness:
-    """WSGI middleware: the test's own environ entries in, the application's exception out.
+    """WSGI middleware: the test's environ entries in; the exception and header names out.
 
     A ``TestApp`` serves one request at a time, so the entries of the
     request in progress and the exception it raised are simply held here.
@@ -59,14 +61,25 @@ class Harness:
         self.app = app
         self.entries: dict[str, Any] = {}
         self.error: BaseException | None = None
+        #: The response header names as the application spelled them, by
+        #: their lowercase form (the only one ASGI carries).
+        self.header_names: dict[str, str] = {}
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         for key, value in self.entries.items():
             # The same objects, not copies: a test reads back what the
             # application wrote into them (``paste.testing_variables``).
             environ.setdefault(key, value)
+        names = self.header_names
+
+        def recording_start_response(
+            status: str, headers: list[tuple[str, str]], *exc_info: Any
+        ) -> Any:
+            names.update((name.lower(), name) for name, _ in headers)
+            return start_response(status, headers, *exc_info)
+
         try:
-            return self.app(environ, start_response)
+            return self.app(environ, recording_start_response)
         except Exception as exc:
             # Re-raised to the server too, which answers 500 as it would
             # without a test; the TestApp then raises it in the test.

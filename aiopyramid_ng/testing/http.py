@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 
 from webob.headers import ResponseHeaders
@@ -49,13 +49,13 @@ def status_line(status: int) -> str:
     return f"{status} {status_reasons.get(status, 'Unknown')}"
 
 
-def response_headers(start: Message) -> ResponseHeaders:
-    return ResponseHeaders(
-        [
-            (name.decode("latin-1"), value.decode("latin-1"))
-            for name, value in start.get("headers", ())
-        ]
-    )
+def response_headers(start: Message, names: Mapping[str, str]) -> ResponseHeaders:
+    """The headers of ``start``, each name spelled as in ``names`` (by its lowercase form)."""
+    headers = []
+    for raw_name, raw_value in start.get("headers", ()):
+        name = raw_name.decode("latin-1")
+        headers.append((names.get(name, name), raw_value.decode("latin-1")))
+    return ResponseHeaders(headers)
 
 
 class StreamedResponse:
@@ -71,7 +71,13 @@ class StreamedResponse:
     """
 
     def __init__(
-        self, loop: TestLoop, app: ASGIApp, scope: Scope, body: bytes, check: Callable[[], None]
+        self,
+        loop: TestLoop,
+        app: ASGIApp,
+        scope: Scope,
+        body: bytes,
+        check: Callable[[], None],
+        header_names: Mapping[str, str],
     ):
         self._loop = loop
         self._check = check
@@ -111,7 +117,7 @@ class StreamedResponse:
         #: The status line, such as ``"200 OK"``.
         self.status = status_line(self.status_code)
         #: The response headers.
-        self.headers = response_headers(start)
+        self.headers = response_headers(start, header_names)
 
     def _next(self, waiting_for: str) -> Message | None:
         """The application's next message; None once it returned without one."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -12,6 +12,7 @@ from webob.headers import ResponseHeaders
 
 from ..exceptions import HandshakeRefused, WebsocketClosed
 from ..types import ASGIApp, Message, Scope
+from .http import response_headers
 from .loop import TestLoop, next_or_end
 
 __all__ = ["WebSocketSession"]
@@ -34,9 +35,17 @@ class WebSocketSession:
     accepted with.
     """
 
-    def __init__(self, loop: TestLoop, app: ASGIApp, scope: Scope, check: Callable[[], None]):
+    def __init__(
+        self,
+        loop: TestLoop,
+        app: ASGIApp,
+        scope: Scope,
+        check: Callable[[], None],
+        header_names: Mapping[str, str],
+    ):
         self._loop = loop
         self._check = check
+        self._header_names = header_names
         self._path = scope["path"]
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._outbox: asyncio.Queue[Message] = asyncio.Queue()
@@ -51,9 +60,7 @@ class WebSocketSession:
             #: The subprotocol the application selected, or None.
             self.subprotocol: str | None = first.get("subprotocol")
             #: The headers the application accepted with.
-            self.headers = ResponseHeaders(
-                [(n.decode("latin-1"), v.decode("latin-1")) for n, v in first.get("headers", ())]
-            )
+            self.headers = response_headers(first, self._header_names)
             return
         self._refuse(first)
 
@@ -61,9 +68,7 @@ class WebSocketSession:
         status, headers, body = 403, ResponseHeaders(), b""
         if first is not None and first["type"] == "websocket.http.response.start":
             status = first["status"]
-            headers = ResponseHeaders(
-                [(n.decode("latin-1"), v.decode("latin-1")) for n, v in first.get("headers", ())]
-            )
+            headers = response_headers(first, self._header_names)
             while True:
                 message = self._next(f"the refusal body of {self._path}")
                 if message is None:

@@ -6,7 +6,8 @@ documentation — ``docs/narr/myproject``, ``docs/quick_tour/*``,
 ``docs/quick_tutorial/*``, the ZODB wiki (``docs/tutorials/wiki/src/*``) and
 the SQLAlchemy wiki (``docs/tutorials/wiki2/src/*``) — each with its tests,
 and Pyramid's functional tests (``tests/test_integration.py``) with their
-fixture packages.  Each is extracted into a temporary directory, never
+fixture packages; besides them, the own suites of the Pyramid add-ons in
+:data:`ADD_ONS` (Cornice).  Each is extracted into a temporary directory, never
 edited, and its tests run in a pytest subprocess of their own, in three
 modes: ``stock`` (the baseline), ``include`` and ``asgi`` (the pytest
 plugin's ``--aiopyramid-ng`` modes).
@@ -25,6 +26,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -48,6 +50,12 @@ APP_ROOTS = (
     "docs/tutorials/wiki/src",
     "docs/tutorials/wiki2/src",
 )
+
+#: Pyramid add-ons whose own test suites run too, at a pinned version.
+ADD_ONS = {"cornice": "6.1.0"}
+
+#: Tools an add-on pins for its development, which its tests do not need.
+TOOLS = ("pytest", "ruff", "flake8", "black", "isort", "mypy", "coverage", "tox")
 
 #: Seconds one application's suite may take in one mode.
 RUN_TIMEOUT = 300
@@ -92,10 +100,10 @@ def pyramid_version() -> str:
     return importlib.metadata.version("pyramid")
 
 
-def fetch_sdist() -> Path:
-    """The Pyramid sdist of the installed version, downloaded once."""
-    version = pyramid_version()
-    archive = CACHE / f"pyramid-{version}.tar.gz"
+def fetch_sdist(project: str = "pyramid", version: str | None = None) -> Path:
+    """The sdist of ``project`` (Pyramid, in its installed version), downloaded once."""
+    version = version or pyramid_version()
+    archive = CACHE / f"{project}-{version}.tar.gz"
     if not archive.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(
@@ -108,7 +116,7 @@ def fetch_sdist() -> Path:
                 "--no-deps",
                 "--no-binary",
                 ":all:",
-                f"pyramid=={version}",
+                f"{project}=={version}",
                 "--dest",
                 str(CACHE),
             ],
@@ -116,6 +124,26 @@ def fetch_sdist() -> Path:
             timeout=RUN_TIMEOUT,
         )
     return archive
+
+
+def add_on(project: str, version: str, into: Path) -> tuple[App, list[Requirement]]:
+    """One of :data:`ADD_ONS`: its sdist's tests, and what running them needs.
+
+    The add-on itself is installed from the index at that version; its
+    tests import it from there.  Of the extras it declares for its own
+    development, the libraries its tests use are installed, its pins of
+    tools (the test runner, linters) are not: this session's pytest runs
+    every suite.
+    """
+    top = extract(fetch_sdist(project, version), into)
+    declared = tomllib.loads((top / "pyproject.toml").read_text())["project"]
+    needed = [Requirement(f"{project}=={version}")]
+    for extra in declared.get("optional-dependencies", {}).values():
+        for line in extra:
+            requirement = Requirement(line)
+            if not requirement.name.lower().startswith(TOOLS):
+                needed.append(requirement)
+    return App(f"{project} {version}", top, ("tests",), packaged=False), needed
 
 
 def extract(archive: Path, into: Path) -> Path:
@@ -175,13 +203,16 @@ def build_metadata(app: App) -> list[Requirement]:
 
 
 def install_missing(requirements: Iterable[Requirement]) -> list[str]:
-    """Install what is not installed yet; return what was installed."""
+    """Install what is not installed yet, or not in a version asked for; return it."""
     missing: list[str] = []
     for requirement in requirements:
         try:
-            importlib.metadata.version(requirement.name)
+            installed = importlib.metadata.version(requirement.name)
         except importlib.metadata.PackageNotFoundError:
             missing.append(str(requirement))
+        else:
+            if not requirement.specifier.contains(installed, prereleases=True):
+                missing.append(str(requirement))
     missing = sorted(set(missing))
     if missing:
         subprocess.run(
@@ -233,6 +264,10 @@ def run(app: App, mode: str, reports: Path) -> Outcome:
     outcome = Outcome(app.name, mode, output=(completed.stdout + completed.stderr)[-4000:])
     if report.exists():
         outcome.results = parse_junit(report)
+    if not outcome.results and completed.returncode != 0:
+        # pytest stopped before any test (a conftest that fails to import):
+        # one error, so the table shows it.
+        outcome.results = {"<conftest>": "error"}
     return outcome
 
 
