@@ -15,6 +15,7 @@ from pyramid.response import Response
 from pyramid.router import Router
 
 from aiopyramid_ng.asgi import make_asgi_app
+from aiopyramid_ng.events import ApplicationShutdown
 from aiopyramid_ng.exceptions import HandshakeRefused, WebsocketClosed
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.types import Receive, Scope, Send
@@ -169,6 +170,31 @@ def test_a_test_app_never_closed_is_cleaned_up_when_collected(
     check.assert_clean()
 
 
+def test_a_failing_shutdown_of_a_test_app_never_closed_is_a_warning(router: Router) -> None:
+    def explode(event: ApplicationShutdown) -> None:
+        raise LookupError("shutdown failure")
+
+    router.registry.registerHandler(explode, (ApplicationShutdown,))
+    app = TestApp(router)
+    loop = app.loop
+    with pytest.warns(RuntimeWarning, match="never closed failed to close.*shutdown failure"):
+        del app
+        gc.collect()
+    assert loop.is_closed()
+
+
+def test_a_failing_shutdown_raises_from_close(router: Router) -> None:
+    def explode(event: ApplicationShutdown) -> None:
+        raise LookupError("shutdown failure")
+
+    router.registry.registerHandler(explode, (ApplicationShutdown,))
+    app = TestApp(router)
+    with pytest.raises(RuntimeError, match="Lifespan shutdown failed: LookupError"):
+        app.close()
+    assert app.loop.is_closed()
+    app.close()  # idempotent
+
+
 def test_a_hung_view_fails_its_test_and_the_next_request_is_served(router: Router) -> None:
     check = LeakCheck()
     with TestApp(router, timeout=0.3) as app:
@@ -273,6 +299,7 @@ def test_websocket_close_by_the_client_reaches_on_close(ws_router: Router) -> No
         ("/ws/echo", {}, 403, b"forbidden"),  # the forbidden view's own response
         ("/page", {}, 404, b"No WebSocket endpoint at /page."),
         ("/ws/friends", {"Origin": "https://enemy.example"}, 403, None),
+        ("/ws/caf%FF", {}, 400, b"Bad Request: the request is not valid UTF-8\n"),
     ],
 )
 def test_websocket_refusal_has_the_status(

@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import os
 import urllib.request
+import warnings
 import weakref
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import webtest
 
@@ -135,7 +137,7 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         #: The ASGI application every request goes to.
         self.asgi_app = served
         self._loop = TestLoop(served, timeout)
-        self._finalizer = weakref.finalize(self, self._loop.close)
+        self._finalizer = weakref.finalize(self, _close_unclosed, self._loop)
         super().__init__(_ASGIAsWSGI(self), extra_environ, relative_to, *args, **kwargs)
         #: The application the test handed over.
         self.app = app
@@ -199,7 +201,9 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         if body:
             req.body = body
         # The cookie jar's own matching (domain, path, expiry), on the stdlib's request type.
-        probe = urllib.request.Request(req.url)
+        # Built from the raw environ: a path that is not UTF-8 is a test's to send.
+        path = quote(req.environ["SCRIPT_NAME"] + req.environ["PATH_INFO"], encoding="latin-1")
+        probe = urllib.request.Request(f"{req.scheme}://{req.host}{path}")
         self.cookiejar.add_cookie_header(probe)
         cookie = probe.get_header("Cookie")
         if cookie:
@@ -259,8 +263,12 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
     # -- closing ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Run the lifespan shutdown, then close the loop.  Idempotent."""
-        self._finalizer()
+        """Run the lifespan shutdown, then close the loop.  Idempotent.
+
+        :raises RuntimeError: when the application's lifespan shutdown fails.
+        """
+        self._finalizer.detach()
+        self._loop.close()
 
     def __enter__(self) -> TestApp:
         return self
@@ -272,6 +280,21 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _close_unclosed(loop: TestLoop) -> None:
+    """Close the loop of a TestApp collected (or alive at exit) without being closed."""
+    try:
+        loop.close()
+    except Exception as exc:
+        # Nobody is there to catch it: at exit, the pool the shutdown may
+        # need can already be gone.
+        warnings.warn(
+            f"A TestApp that was never closed failed to close when collected: {exc}; "
+            "close it (or use it as a context manager) to see its lifespan shutdown fail.",
+            RuntimeWarning,
+            stacklevel=1,
+        )
 
 
 def _load(app: Any, relative_to: str | None) -> Any:
