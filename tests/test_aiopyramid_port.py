@@ -160,7 +160,7 @@ class SynchronizedResource:
 class AsyncResource(SynchronizedResource):
     """The same with a plain ``async def __getitem__``."""
 
-    async def __getitem__(self, key: str) -> Any:  # type: ignore[override]
+    async def __getitem__(self, key: str) -> Any:
         await tick()
         return self.children[key]
 

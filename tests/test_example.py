@@ -186,9 +186,9 @@ def test_websocket_echo_with_interleaved_clients(server: str) -> None:
     baseline = len(request_greenlets())
     url = server.replace("http", "ws", 1) + "/ws/echo"
 
-    async def talk(number: int) -> list[str]:
+    async def talk(number: int) -> list[str | bytes]:
         async with connect(url) as websocket:
-            replies = []
+            replies: list[str | bytes] = []
             for turn in range(3):
                 await websocket.send(f"{number}.{turn}")
                 replies.append(await websocket.recv())
@@ -200,7 +200,7 @@ def test_websocket_echo_with_interleaved_clients(server: str) -> None:
         assert await websocket.recv() == "bye"
         websocket.transport.abort()  # no closing handshake
 
-    async def everyone() -> list[list[str]]:
+    async def everyone() -> list[list[str | bytes]]:
         talks = asyncio.gather(*(talk(number) for number in range(20)))
         await asyncio.gather(*(leave_abruptly() for _ in range(5)))
         return await talks

@@ -79,10 +79,10 @@ def test_synchronize_refuses_a_plain_function_when_strict() -> None:
         """Not a coroutine."""
 
     with pytest.raises(ConfigurationError, match=r"plain.*async def"):
-        synchronize(plain)
+        synchronize(plain)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
-        synchronize(strict=True)(plain)
-    assert synchronize(strict=False)(plain) is plain
+        synchronize(strict=True)(plain)  # type: ignore[arg-type]
+    assert synchronize(strict=False)(plain) is plain  # type: ignore[arg-type]
 
 
 def test_strict_synchronize_on_the_loop_outside_a_greenlet_raises() -> None:
@@ -100,7 +100,8 @@ def test_lenient_synchronize_on_the_loop_returns_the_coroutine() -> None:
     async def main() -> int:
         coroutine = lenient_add(2, 3)
         assert asyncio.iscoroutine(coroutine)
-        return await coroutine
+        result: int = await coroutine
+        return result
 
     assert asyncio.run(main()) == 5
     assert asyncio.run(spawn_greenlet(lenient_add, 2, 3)) == 5
@@ -129,7 +130,8 @@ def _executor_app(max_workers: int) -> Any:
     async def fetch_name(request: Request) -> str:
         await asyncio.sleep(0.001)
         assert get_current_request() is request
-        return request.params["name"]
+        name: str = request.params["name"]
+        return name
 
     fetch = synchronize(fetch_name)
 

@@ -65,6 +65,7 @@ def test_nothing_leaks_after_10000_requests() -> None:
                 assert result.args == (str(n),)
                 outcomes["failed"] += 1
             else:
+                assert not isinstance(result, BaseException), result
                 assert result.text == str(n)
                 outcomes["ok"] += 1
 

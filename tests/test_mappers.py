@@ -155,7 +155,7 @@ def test_mapper_and_view_shape(mapper: type, view: Any, attr: str | None, is_asy
         message = str(info.value)
         assert mapper.__name__ in message
         assert (
-            attr or getattr(view, "__name__", type(view).__name__)
+            str(attr or getattr(view, "__name__", type(view).__name__))
         ) in message or "partial" in message
         return
     for via_default in (False, True):
@@ -242,7 +242,7 @@ def test_responses_renderers_and_http_exceptions_pass_through(mapper: type) -> N
 
 
 def test_deriver_awaits_coroutines_from_other_mappers() -> None:
-    class LegacyMapper(DefaultViewMapper):
+    class LegacyMapper(DefaultViewMapper):  # type: ignore[misc]
         """Another add-on's mapper that knows nothing about coroutines."""
 
     async def view(request: Request) -> dict[str, Any]:

@@ -224,7 +224,8 @@ def test_policy_with_synchronized_helpers() -> None:
     @synchronize
     async def load_user(request: Request) -> str | None:
         await tick()
-        return request.headers.get("X-User")
+        user: str | None = request.headers.get("X-User")
+        return user
 
     class SyncPolicy:
         def identity(self, request: Request) -> str | None:
@@ -282,7 +283,7 @@ def test_pyramid_acl_helper_with_async_acl_gets_a_clear_error() -> None:
 
 
 class Node:
-    def __init__(self, parent: Node | None, acl: Any):
+    def __init__(self, parent: Any, acl: Any):
         self.__parent__ = parent
         self.__name__ = "node"
         if acl is not None:

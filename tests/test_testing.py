@@ -22,19 +22,17 @@ from tests.support.probe import Probe
 
 # -- one application, two paths ----------------------------------------------------
 
-ECHO_CASES = [
+ECHO_BODIES: list[tuple[str, str, dict[str, Any]]] = [
+    ("post", "post", {"params": {"a": "\u00e9", "b": "2"}}),
+    ("json", "post_json", {"params": {"list": [1, "\u00e9"]}}),
+    ("body", "post", {"params": b"\x00raw\xff" * 1000, "content_type": "application/octet-stream"}),
+    ("file", "put", {"params": b"seekable" * 100, "content_type": "application/octet-stream"}),
+]
+
+ECHO_CASES: list[tuple[str, str, str, dict[str, Any]]] = [
     (f"echo {kind} {how}", method, f"/echo/{kind}?how={how}", kwargs)
     for kind in ("sync", "async", "greenlet")
-    for how, method, kwargs in [
-        ("post", "post", {"params": {"a": "\u00e9", "b": "2"}}),
-        ("json", "post_json", {"params": {"list": [1, "\u00e9"]}}),
-        (
-            "body",
-            "post",
-            {"params": b"\x00raw\xff" * 1000, "content_type": "application/octet-stream"},
-        ),
-        ("file", "put", {"params": b"seekable" * 100, "content_type": "application/octet-stream"}),
-    ]
+    for how, method, kwargs in ECHO_BODIES
 ]
 
 CASES: list[tuple[str, str, str, dict[str, Any]]] = [

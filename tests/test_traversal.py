@@ -64,7 +64,8 @@ async def root_factory(request: Request) -> Folder:
 class HeaderPolicy:
     async def identity(self, request: Request) -> str | None:
         await tick()
-        return request.headers.get("X-User")
+        user: str | None = request.headers.get("X-User")
+        return user
 
     def authenticated_userid(self, request: Request) -> str | None:
         userid: str | None = request.identity

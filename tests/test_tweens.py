@@ -244,7 +244,9 @@ def test_requests_cancelled_inside_async_tweens_leave_nothing(leak_check: LeakCh
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for n in range(1, 100, 2):
-            assert results[n].text == str(n)
+            result = results[n]
+            assert not isinstance(result, BaseException), result
+            assert result.text == str(n)
         assert any(isinstance(result, asyncio.CancelledError) for result in results[::2])
         leak_check.assert_clean(asyncio.get_running_loop())
 

@@ -87,7 +87,7 @@ def test_the_execution_policy_is_wrapped_once_whatever_sets_it() -> None:
     app = make_app(with_policy)
     policy = app.registry.getUtility(IExecutionPolicy)
     assert isinstance(policy, GreenletExecutionPolicy)
-    chain = [policy]
+    chain: list[Any] = [policy]
     while hasattr(chain[-1], "policy"):
         chain.append(chain[-1].policy)
     assert chain[-1] is custom_policy

@@ -377,7 +377,7 @@ def test_body_limits(
             await communicator.send_input(
                 {"type": "http.request", "body": chunk, "more_body": True}
             )
-        start = await communicator.receive_output(PATIENCE)
+        start: Message = await communicator.receive_output(PATIENCE)
         await communicator.receive_output(PATIENCE)
         await communicator.wait(PATIENCE)
         return start
@@ -513,7 +513,7 @@ def test_websocket_without_a_websocket_view_is_refused(
     async def scenario() -> Message:
         communicator = ApplicationCommunicator(served.app, {"type": "websocket", "path": "/ws"})
         await communicator.send_input({"type": "websocket.connect"})
-        message = await communicator.receive_output(PATIENCE)
+        message: Message = await communicator.receive_output(PATIENCE)
         await communicator.wait(PATIENCE)
         return message
 
@@ -528,8 +528,11 @@ def test_unknown_scope_type_is_an_error(served: Served) -> None:
     async def receive() -> Message:
         raise AssertionError("unreachable")
 
+    async def send(message: Message) -> None:
+        raise AssertionError("unreachable")
+
     with pytest.raises(RuntimeError, match="cannot serve ASGI scope type 'webtransport'"):
-        asyncio.run(served.app({"type": "webtransport"}, receive, receive))
+        asyncio.run(served.app({"type": "webtransport"}, receive, send))
 
 
 # -- registry, directive, ini -----------------------------------------------------------

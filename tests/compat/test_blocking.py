@@ -145,6 +145,7 @@ def make_app(database: Path, mode: str, **settings: Any) -> Router:
                 Page(name=f"Page{n}", data=f"text {n}", creator_id=1 + n % 2) for n in range(PAGES)
             )
     view_options: dict[str, Any] = {}
+    engine: Any  # an AsyncEngine for the greenlet mode, the setup's Engine otherwise
     if mode == "greenlet":
         setup_engine.dispose()
         engine = create_async_engine(f"sqlite+aiosqlite:///{database}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import httpx
 import pytest
@@ -101,7 +102,9 @@ PATHS = ["/asyncio_run", "/async_to_sync", "/executor", "/fixed", "/other"]
 
 
 def test_interleaved_under_uvicorn(server: str, caplog: pytest.LogCaptureFixture) -> None:
-    requests = [("GET", PATHS[n % len(PATHS)], {}) for n in range(40)]
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", PATHS[n % len(PATHS)], {}) for n in range(40)
+    ]
     with caplog.at_level(logging.ERROR):
         responses: list[httpx.Response] = concurrently(server, requests)
     for (_, path, _), response in zip(requests, responses, strict=True):

@@ -165,7 +165,9 @@ server = server_fixture()
 
 
 def test_interleaved_requests_each_use_their_own_session(server: str) -> None:
-    requests = [("GET", f"/{KINDS[n % 3]}/u{n}", {}) for n in range(90)]
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", f"/{KINDS[n % 3]}/u{n}", {}) for n in range(90)
+    ]
     responses = concurrently(server, requests)
     for (_, path, _), response in zip(requests, responses, strict=True):
         assert response.status_code == 200, response.text

@@ -366,16 +366,16 @@ def test_runner_survives_a_client_leaving_a_stream(runner: Runner) -> None:
 
 
 def test_runner_serves_websockets(runner: Runner) -> None:
-    async def talk(number: int) -> list[str]:
+    async def talk(number: int) -> list[str | bytes]:
         async with connect(runner.url.replace("http", "ws", 1) + "/ws/echo") as websocket:
-            replies = []
+            replies: list[str | bytes] = []
             for word in ("one", "two"):
                 await websocket.send(f"{word} {number}")
                 replies.append(await websocket.recv())
             return replies
 
-    async def talk_at_once() -> list[list[str]]:
-        return await asyncio.gather(*(talk(number) for number in range(10)))
+    async def talk_at_once() -> list[list[str | bytes]]:
+        return list(await asyncio.gather(*(talk(number) for number in range(10))))
 
     assert asyncio.run(talk_at_once()) == [[f"one {n}", f"two {n}"] for n in range(10)]
 

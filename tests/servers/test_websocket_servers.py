@@ -167,7 +167,7 @@ def test_peer_disconnect_unwinds_the_views(server: WsServer) -> None:
 
     def unwound(stats: dict[str, Any]) -> bool:
         counts = stats["counts"]
-        return (
+        return bool(
             counts.get("echo finally", 0) >= before.get("echo finally", 0) + 10
             and counts.get("waiting finally", 0) == before.get("waiting finally", 0) + 5
             and stats["open"] == 0

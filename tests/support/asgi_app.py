@@ -415,7 +415,8 @@ class Middleware:
         def tagging_start_response(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
             return start_response(status, [*headers, ("X-Middleware", "yes")], *exc)
 
-        return self.app(environ, tagging_start_response)
+        body: Iterable[bytes] = self.app(environ, tagging_start_response)
+        return body
 
     @staticmethod
     def _late_failure() -> Iterator[bytes]:

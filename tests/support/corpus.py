@@ -291,7 +291,7 @@ def parse_junit(report: Path) -> dict[str, str]:
 
 def table(outcomes: Iterable[Outcome]) -> str:
     """The corpus table: one line per application and mode."""
-    rows = [("application", "mode", "passed", "failed", "errors", "skipped")]
+    rows: list[tuple[str, ...]] = [("application", "mode", "passed", "failed", "errors", "skipped")]
     for outcome in outcomes:
         rows.append(
             (

@@ -22,8 +22,8 @@ from pyramid.threadlocal import get_current_request
 
 from aiopyramid_ng.bridge import RequestGreenlet
 from aiopyramid_ng.helpers import await_, use_executor
+from aiopyramid_ng.interfaces import IWebsocketConnections
 from aiopyramid_ng.websocket import (
-    IWebsocketConnections,
     SyncWebSocket,
     WebSocket,
     WebsocketClosed,
@@ -37,7 +37,8 @@ class UserHeaderPolicy:
     """The user is named by ``X-User`` or the ``user`` cookie; users may ``chat``."""
 
     def identity(self, request: Request) -> str | None:
-        return request.headers.get("X-User") or request.cookies.get("user")
+        user: str | None = request.headers.get("X-User") or request.cookies.get("user")
+        return user
 
     def authenticated_userid(self, request: Request) -> str | None:
         return self.identity(request)
@@ -113,7 +114,7 @@ async def closer(ws: WebSocket) -> None:
 
 async def failing(ws: WebSocket) -> None:
     message = await ws.recv()
-    raise ValueError(f"boom {message}")
+    raise ValueError(f"boom {message!s}")
 
 
 async def late(ws: WebSocket) -> None:
