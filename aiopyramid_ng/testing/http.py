@@ -10,7 +10,7 @@ from webob.headers import ResponseHeaders
 from webob.util import status_reasons
 
 from ..types import ASGIApp, Message, Scope
-from .loop import TestLoop, next_or_end
+from .loop import AppCall, TestLoop
 
 __all__ = ["StreamedResponse", "exchange"]
 
@@ -79,8 +79,6 @@ class StreamedResponse:
         check: Callable[[], None],
         header_names: Mapping[str, str],
     ):
-        self._loop = loop
-        self._check = check
         self._left = asyncio.Event()
         # One message in flight: the application waits for the test to read.
         self._messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
@@ -101,14 +99,14 @@ class StreamedResponse:
                 raise OSError(f"The client of {self._request} disconnected.")
             await self._messages.put(message)
 
-        self._task = loop.spawn(app(scope, receive, send))
-        start = self._next(f"the response start of {self._request}")
+        self._call = AppCall(loop, app(scope, receive, send), self._messages, check)
+        start = self._call.next(f"the response start of {self._request}")
         if start is None or start["type"] != "http.response.start":
             self._finish()
             raise RuntimeError(f"The ASGI application sent no response start: {start!r}")
         try:
             # An exception the application raised before its response (now a 500).
-            self._check()
+            check()
         except BaseException:
             self.disconnect()
             raise
@@ -119,22 +117,10 @@ class StreamedResponse:
         #: The response headers.
         self.headers = response_headers(start, header_names)
 
-    def _next(self, waiting_for: str) -> Message | None:
-        """The application's next message; None once it returned without one."""
-
-        async def next_message() -> Message | None:
-            message = await next_or_end(self._messages, self._task)
-            if message is not None:
-                return message
-            self._task.result()  # the application's exception, if any
-            return None
-
-        return self._loop.run(next_message(), waiting_for)
-
     def iter_body(self) -> Iterator[bytes]:
         """Yield the body's chunks as the application sends them (empty ones skipped)."""
         while not self._complete and not self._left.is_set():
-            message = self._next(f"the next body chunk of {self._request}")
+            message = self._call.next(f"the next body chunk of {self._request}")
             if message is None or message["type"] != "http.response.body":
                 self._complete = True
                 break
@@ -155,16 +141,7 @@ class StreamedResponse:
         self._finish()
 
     def _finish(self) -> None:
-        if not self._task.done():
-            self._loop.run(self._drain(), f"{self._request} to end after its client left")
-        if not self._task.cancelled():
-            self._task.result()
-        self._check()
-
-    async def _drain(self) -> None:
-        # Messages sent before the application noticed are dropped unread.
-        while not self._task.done():
-            await next_or_end(self._messages, self._task)
+        self._call.finish(f"{self._request} to end after its client left")
 
     def __enter__(self) -> StreamedResponse:
         return self

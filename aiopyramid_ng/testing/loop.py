@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..types import ASGIApp, Message, Scope
 
-__all__ = ["TestLoop", "next_or_end"]
+__all__ = ["AppCall", "TestLoop", "next_or_end"]
 
 T = TypeVar("T")
 
@@ -138,6 +138,52 @@ class TestLoop:
                 stacklevel=1,
             )
         self.loop.close()
+
+
+class AppCall:
+    """One call of the application on a :class:`TestLoop`, read message by message.
+
+    ``outbox`` is where the call's ``send`` puts what the application sends;
+    ``check`` raises what the application raised (the ``TestApp``'s harness).
+    """
+
+    def __init__(
+        self,
+        loop: TestLoop,
+        call: Awaitable[None],
+        outbox: asyncio.Queue[Message],
+        check: Callable[[], None],
+    ):
+        self._loop = loop
+        self._outbox = outbox
+        self._check = check
+        self._task = loop.spawn(call)
+
+    def next(self, waiting_for: str) -> Message | None:
+        """The application's next message; None once it returned without one."""
+
+        async def next_message() -> Message | None:
+            message = await next_or_end(self._outbox, self._task)
+            if message is not None:
+                return message
+            self._task.result()  # the application's exception, if any
+            self._check()
+            return None
+
+        return self._loop.run(next_message(), waiting_for)
+
+    def finish(self, waiting_for: str) -> None:
+        """Run the application to its end, dropping what it still sends; raise what it raised."""
+        if not self._task.done():
+            self._loop.run(self._drain(), waiting_for)
+        if not self._task.cancelled():
+            self._task.result()
+        self._check()
+
+    async def _drain(self) -> None:
+        # Nobody reads what the application sends once the test stopped reading.
+        while not self._task.done():
+            await next_or_end(self._outbox, self._task)
 
 
 async def next_or_end(queue: asyncio.Queue[T], task: asyncio.Future[None]) -> T | None:

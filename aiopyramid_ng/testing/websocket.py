@@ -13,7 +13,7 @@ from webob.headers import ResponseHeaders
 from ..exceptions import HandshakeRefused, WebsocketClosed
 from ..types import ASGIApp, Message, Scope
 from .http import response_headers
-from .loop import TestLoop, next_or_end
+from .loop import AppCall, TestLoop
 
 __all__ = ["WebSocketSession"]
 
@@ -43,8 +43,6 @@ class WebSocketSession:
         check: Callable[[], None],
         header_names: Mapping[str, str],
     ):
-        self._loop = loop
-        self._check = check
         self._header_names = header_names
         self._path = scope["path"]
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
@@ -54,8 +52,10 @@ class WebSocketSession:
         #: The close reason, once the application closed the connection.
         self.close_reason = ""
         self._inbox.put_nowait({"type": "websocket.connect"})
-        self._task = loop.spawn(app(scope, self._inbox.get, self._outbox.put))
-        first = self._next(f"the handshake of {self._path}")
+        self._call = AppCall(
+            loop, app(scope, self._inbox.get, self._outbox.put), self._outbox, check
+        )
+        first = self._call.next(f"the handshake of {self._path}")
         if first is not None and first["type"] == "websocket.accept":
             #: The subprotocol the application selected, or None.
             self.subprotocol: str | None = first.get("subprotocol")
@@ -70,7 +70,7 @@ class WebSocketSession:
             status = first["status"]
             headers = response_headers(first, self._header_names)
             while True:
-                message = self._next(f"the refusal body of {self._path}")
+                message = self._call.next(f"the refusal body of {self._path}")
                 if message is None:
                     break
                 body += message.get("body", b"")
@@ -78,17 +78,6 @@ class WebSocketSession:
                     break
         self._closed_by_app(_ABNORMAL_CLOSURE, "")
         raise HandshakeRefused(status, headers, body)
-
-    def _next(self, waiting_for: str) -> Message | None:
-        async def next_message() -> Message | None:
-            message = await next_or_end(self._outbox, self._task)
-            if message is not None:
-                return message
-            self._task.result()  # the application's exception, if any
-            self._check()
-            return None
-
-        return self._loop.run(next_message(), waiting_for)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -119,7 +108,7 @@ class WebSocketSession:
         """
         if self.close_code is not None:
             raise WebsocketClosed(self.close_code, self.close_reason)
-        message = self._next(f"a message from {self._path}")
+        message = self._call.next(f"a message from {self._path}")
         if message is None:
             # The application returned without closing: servers close with 1000.
             message = {"type": "websocket.close", "code": 1000}
@@ -167,16 +156,7 @@ class WebSocketSession:
         self._finish()
 
     def _finish(self) -> None:
-        if not self._task.done():
-            self._loop.run(self._drain(), f"the view of {self._path} to end after its close")
-        if not self._task.cancelled():
-            self._task.result()
-        self._check()
-
-    async def _drain(self) -> None:
-        # What the application sends after the close is not read by anyone.
-        while not self._task.done():
-            await next_or_end(self._outbox, self._task)
+        self._call.finish(f"the view of {self._path} to end after its close")
 
     def __enter__(self) -> WebSocketSession:
         return self
