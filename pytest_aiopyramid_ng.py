@@ -39,9 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _activate(config: pytest.Config, mode: str | None) -> None:
     if mode is None or _ACTIVATION in config.stash:
         return
-    from aiopyramid_ng.pytest_plugin import activate
+    from aiopyramid_ng.pytest_plugin import Activation
 
-    config.stash[_ACTIVATION] = activate(mode)
+    config.stash[_ACTIVATION] = Activation(mode)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -57,7 +57,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["MODES", "Activation", "activate"]
+__all__ = ["MODES", "Activation"]
 
 #: The values of ``--aiopyramid-ng``, each with what it does.
 MODES = {
@@ -99,11 +99,6 @@ class Activation:
             self.close_test_apps()
         finally:
             self._patch.undo()
-
-
-def activate(mode: str) -> Activation:
-    """Patch for ``mode`` (``"include"`` or ``"asgi"``); undo with :meth:`Activation.undo`."""
-    return Activation(mode)
 
 
 def _include(config: Any) -> None:

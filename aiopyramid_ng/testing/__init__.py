@@ -138,7 +138,9 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         self.asgi_app = served
         self._loop = TestLoop(served, timeout)
         self._finalizer = weakref.finalize(self, _close_unclosed, self._loop)
-        super().__init__(_ASGIAsWSGI(self), extra_environ, relative_to, *args, **kwargs)
+        # What WebTest calls, built once: do_request lends it ``self.app``.
+        self._adapter = _ASGIAsWSGI(self)
+        super().__init__(self._adapter, extra_environ, relative_to, *args, **kwargs)
         #: The application the test handed over.
         self.app = app
         if lifespan:
@@ -158,7 +160,7 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
     def do_request(self, req: Any, *args: Any, **kwargs: Any) -> Any:
         # WebTest calls ``self.app``; for the length of the call that is the
         # ASGI adapter, and the application the test handed over otherwise.
-        app, self.app = self.app, _ASGIAsWSGI(self)
+        app, self.app = self.app, self._adapter
         try:
             return super().do_request(req, *args, **kwargs)
         finally:
