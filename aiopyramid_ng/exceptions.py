@@ -1,4 +1,9 @@
-"""Every exception aiopyramid_ng raises for an application or its client to see."""
+"""Every exception aiopyramid_ng raises for an application or its client to see.
+
+Also the one owner of the documentation references that end error messages:
+``see(label)`` words them, and ``DOCS_PAGES`` says which page of ``docs/``
+holds each label (a test checks every label against its page).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,49 @@ __all__ = [
     "SharedSessionError",
     "WebsocketClosed",
 ]
+
+#: Every Sphinx label (``.. _label:``) an error message refers to, and the
+#: page of ``docs/`` that holds it.
+DOCS_PAGES: dict[str, str] = {
+    "settings": "configuration",
+    "setting-max-workers": "configuration",
+    "setting-pipeline": "configuration",
+    "setting-blocking-ms": "configuration",
+    "setting-max-body-size": "configuration",
+    "setting-allowed-origins": "configuration",
+    "setting-compat-disable": "configuration",
+    "include-first": "configuration",
+    "quickstart-synchronize": "quickstart",
+    "synchronize-errors": "quickstart",
+    "quickstart-mappers": "quickstart",
+    "quickstart-wsgi": "quickstart",
+    "security-policy-commit": "security",
+    "security-acls": "security",
+    "traversal-other-traversers": "traversal",
+    "events-callbacks": "events",
+    "compatibility-nested-loops": "compatibility",
+    "sqlalchemy-session-per-request": "sqlalchemy",
+    "websocket-origins": "websockets",
+    "websocket-subprotocols": "websockets",
+    "websocket-connection": "websockets",
+    "websocket-class-views": "websockets",
+    "deployment-runners": "deployment",
+    "deployment-gunicorn": "deployment",
+    "runner-uvicorn": "deployment",
+    "runner-hypercorn": "deployment",
+    "runner-daphne": "deployment",
+    "pytest-plugin": "testing",
+}
+
+
+def see(label: str) -> str:
+    """The sentence that ends an error message: where the documentation explains it.
+
+    ``label`` is a key of :data:`DOCS_PAGES`.  The reference is relative to
+    the built HTML documentation (``page.html#label``).
+    """
+    return f"See {DOCS_PAGES[label]}.html#{label} in the aiopyramid_ng documentation."
+
 
 #: RFC 6455's close code for a normal closure, the default of :class:`WebsocketClosed`.
 NORMAL_CLOSURE = 1000
@@ -73,7 +121,8 @@ class ConnectionClosedError(RuntimeError):
         super().__init__(
             f"Cannot send on the WebSocket connection to {connection.path!r}: it is closed "
             f"(close code {connection.close_code}). Check `ws.closed` first, or catch "
-            "ConnectionClosedError where a peer may have left (a broadcast)."
+            "ConnectionClosedError where a peer may have left (a broadcast). "
+            f"{see('websocket-connection')}"
         )
 
 

@@ -18,6 +18,8 @@ from typing import Any, Generic, TypeVar
 
 from pyramid.exceptions import ConfigurationError
 
+from .exceptions import see
+
 __all__ = [
     "BLOCKING_MS",
     "COMPAT_DISABLE",
@@ -36,16 +38,14 @@ T = TypeVar("T")
 #: Every setting of the add-on starts with this.
 PREFIX = "aiopyramid_ng."
 
-#: The docs section every error message points to.
-DOCS = "see 'Configuration' in the aiopyramid_ng documentation"
-
 
 @dataclass(frozen=True)
 class Setting(Generic[T]):
     """One setting: ``parse`` turns the raw value into ``T`` or raises ``ValueError``.
 
-    ``expected`` describes a valid value and ``fix`` says what to set, both
-    for the error message; ``summary`` is the one line the docs table shows.
+    ``expected`` describes a valid value and ``fix`` says what to set, and
+    ``docs`` is the reference to the setting's section, all for the error
+    message; ``summary`` is the one line the docs table shows.
     """
 
     name: str
@@ -54,6 +54,7 @@ class Setting(Generic[T]):
     expected: str
     fix: str
     summary: str
+    docs: str
 
     def read(self, settings: Mapping[str, Any] | None) -> T:
         """Return the value in ``settings`` (or the default), checked.
@@ -67,7 +68,7 @@ class Setting(Generic[T]):
             return self.parse(raw)
         except (TypeError, ValueError):
             raise ConfigurationError(
-                f"The setting {self.name} = {raw!r} is not {self.expected}; {self.fix} ({DOCS})."
+                f"The setting {self.name} = {raw!r} is not {self.expected}; {self.fix}. {self.docs}"
             ) from None
 
 
@@ -117,6 +118,7 @@ MAX_BODY_SIZE: Setting[int] = Setting(
     expected="a positive whole number",
     fix="set it to the largest request body to accept, in bytes (default 10485760)",
     summary="Largest request body accepted under ASGI, in bytes; larger ones get 413.",
+    docs=see("setting-max-body-size"),
 )
 
 MAX_WORKERS: Setting[int] = Setting(
@@ -126,6 +128,7 @@ MAX_WORKERS: Setting[int] = Setting(
     expected="a positive whole number",
     fix=f"set it to the number of threads for blocking views (default {DEFAULT_MAX_WORKERS})",
     summary="Threads of the application's pool for plain views and use_executor functions.",
+    docs=see("setting-max-workers"),
 )
 
 PIPELINE: Setting[str] = Setting(
@@ -136,6 +139,7 @@ PIPELINE: Setting[str] = Setting(
     fix="write greenlet (run the synchronous pipeline in the request greenlet, on the event "
     "loop) or executor (run it in the thread pool, for applications whose hooks block)",
     summary="Where the synchronous pipeline (tweens, traversal, security) runs.",
+    docs=see("setting-pipeline"),
 )
 
 BLOCKING_MS: Setting[float | None] = Setting(
@@ -146,6 +150,7 @@ BLOCKING_MS: Setting[float | None] = Setting(
     fix="set it to the longest run on the event loop to tolerate, in milliseconds (say 100), "
     "or remove it to turn the blocking detector off",
     summary="Log every run on the event loop longer than this many milliseconds.",
+    docs=see("setting-blocking-ms"),
 )
 
 WEBSOCKET_ALLOWED_ORIGINS: Setting[tuple[str, ...]] = Setting(
@@ -155,6 +160,7 @@ WEBSOCKET_ALLOWED_ORIGINS: Setting[tuple[str, ...]] = Setting(
     expected="a list of origins",
     fix="list origins separated by spaces, as scheme://host[:port], or * for any",
     summary="Origins whose pages may open WebSocket connections, besides the host's own.",
+    docs=see("setting-allowed-origins"),
 )
 
 COMPAT_DISABLE: Setting[tuple[str, ...]] = Setting(
@@ -164,6 +170,7 @@ COMPAT_DISABLE: Setting[tuple[str, ...]] = Setting(
     expected="a list of adaptation names",
     fix="list names from aiopyramid_ng.compat.ADAPTATIONS separated by spaces",
     summary="Adaptations of other libraries not to install (see Compatibility).",
+    docs=see("setting-compat-disable"),
 )
 
 #: Every setting, by name.
@@ -193,5 +200,6 @@ def check_settings(settings: Mapping[str, Any] | None) -> None:
             close = difflib.get_close_matches(name, SETTINGS, n=1)
             hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(SETTINGS)}."
             raise ConfigurationError(
-                f"Unknown setting {name}: aiopyramid_ng has no such setting; {hint} ({DOCS})."
+                f"Unknown setting {name}: aiopyramid_ng has no such setting; {hint} Correct "
+                f"the name, or remove the line. {see('settings')}"
             )

@@ -34,6 +34,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.interfaces import ITweens
 from pyramid.registry import Registry
 
+from ..exceptions import see
 from ..settings import COMPAT_DISABLE
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def includeme(config: Configurator) -> None:
     if unknown:
         raise ConfigurationError(
             f"The setting {COMPAT_DISABLE.name} names {', '.join(sorted(unknown))}, which "
-            f"aiopyramid_ng does not adapt; use names from: {', '.join(ADAPTATIONS)}."
+            f"aiopyramid_ng does not adapt; use names from: {', '.join(ADAPTATIONS)}. "
+            f"{see('setting-compat-disable')}"
         )
     if "sqlalchemy" not in disabled:
         config.add_subscriber(_check_shared_sessions_if_used, ApplicationCreated)

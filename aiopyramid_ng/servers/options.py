@@ -15,6 +15,8 @@ from typing import Any
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import falsey, truthy
 
+from ..exceptions import see
+
 __all__ = [
     "BOOLEAN",
     "DEFAULT_HOST",
@@ -104,18 +106,33 @@ SECONDS = "a number of seconds, 0 or more"
 #: Options that ``listen``, ``host`` and ``port`` cover, accepted by every runner.
 ADDRESS_OPTIONS = frozenset({"listen", "host", "port"})
 
-#: Hints for options people carry over from other servers' configuration.
+#: Where the docs describe each runner's own options.
+_OPTION_DOCS = {
+    "uvicorn": see("runner-uvicorn"),
+    "hypercorn": see("runner-hypercorn"),
+    "daphne": see("runner-daphne"),
+}
+#: Where the docs describe what every runner shares: the address options, and
+#: the options refused because they belong to the process.
+_RUNNERS_DOCS = see("deployment-runners")
+
+#: Hints for options people carry over from other servers' configuration,
+#: each with the docs reference that explains it.
 _HINTS = {
-    "workers": "pserve runs a single server process; for several processes run "
-    "`uvicorn package.asgi:app --workers N` or gunicorn with uvicorn_worker.UvicornWorker "
-    "(see the deployment documentation)",
-    "reload": "run `pserve --reload development.ini` instead",
-    "bind": "write `listen = host:port`",
+    "workers": (
+        "pserve runs a single server process; for several processes run "
+        "`uvicorn package.asgi:app --workers N` or gunicorn with uvicorn_worker.UvicornWorker",
+        see("deployment-gunicorn"),
+    ),
+    "reload": ("run `pserve --reload development.ini` instead", _RUNNERS_DOCS),
+    "bind": ("write `listen = host:port`", _RUNNERS_DOCS),
 }
 
 
-def _fail(server: str, message: str) -> ConfigurationError:
-    return ConfigurationError(f"In the server section using egg:aiopyramid_ng#{server}: {message}")
+def _fail(server: str, message: str, docs: str = _RUNNERS_DOCS) -> ConfigurationError:
+    return ConfigurationError(
+        f"In the server section using egg:aiopyramid_ng#{server}: {message} {docs}"
+    )
 
 
 def parse_options(
@@ -135,8 +152,14 @@ def parse_options(
         option = options.get(name)
         if option is None:
             known = ", ".join(sorted(ADDRESS_OPTIONS | set(options)))
-            hint = _HINTS.get(name, f"remove it or use one of: {known}")
-            raise _fail(server, f"unknown option {name!r}; {hint}.")
+            if name in _HINTS:
+                hint, docs = _HINTS[name]
+                raise _fail(server, f"unknown option {name!r}; {hint}.", docs)
+            raise _fail(
+                server,
+                f"unknown option {name!r}; remove it or use one of: {known}.",
+                _OPTION_DOCS.get(server, _RUNNERS_DOCS),
+            )
         try:
             value = option.convert(raw)
         except ValueError:
@@ -144,6 +167,7 @@ def parse_options(
                 server,
                 f"{name} = {raw!r} is not valid; expected {option.expected}, "
                 f"for example `{name} = {option.example}`.",
+                _OPTION_DOCS.get(server, _RUNNERS_DOCS),
             ) from None
         parsed[name] = value
     return parsed

@@ -21,6 +21,7 @@ from pyramid.exceptions import ConfigurationError
 
 from aiopyramid_ng.asgi import ASGIApplication, make_asgi_app
 from aiopyramid_ng.asgi.connection import INBOX_SIZE
+from aiopyramid_ng.exceptions import see
 from aiopyramid_ng.interfaces import IWebsocketConnections
 from aiopyramid_ng.settings import WEBSOCKET_ALLOWED_ORIGINS
 from aiopyramid_ng.testing import TestApp
@@ -224,7 +225,7 @@ def test_send_after_close_is_a_clear_error_that_ends_the_view_quietly(
     assert served.probe.errors == [
         "Cannot send on the WebSocket connection to '/ws/late': it is closed (close code "
         "4002). Check `ws.closed` first, or catch ConnectionClosedError where a peer may have "
-        "left (a broadcast)."
+        f"left (a broadcast). {see('websocket-connection')}"
     ]
     assert "failed" not in caplog.text
 
