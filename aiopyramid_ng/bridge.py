@@ -29,7 +29,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from .exceptions import ScopeError
+from .exceptions import ScopeError, see
 
 # The public names; the rest (await_in_greenlet, direct_call, ...) serve the
 # other layers of the package and may change between releases.
@@ -202,7 +202,7 @@ def await_in_greenlet(awaitable: Awaitable[T]) -> T:
             "loop (from a plain asyncio task, a callback, or at import time). Run it through a "
             "view mapped by aiopyramid_ng, or from a coroutine with "
             "`await aiopyramid_ng.helpers.spawn_greenlet(func, ...)`, or await the coroutine "
-            "directly."
+            f"directly. {see('synchronize-errors')}"
         )
     steps = awaitable.__await__()
     thrown: BaseException | None = None
@@ -318,8 +318,9 @@ def _unwind(child: RequestGreenlet, waiter: greenlet, func: Callable[..., Any]) 
         child.throw(GreenletExit)
     if not child.dead:
         raise RuntimeError(
-            f"{func!r} kept waiting after its request was closed; a synchronous caller "
-            "must let GeneratorExit and GreenletExit propagate."
+            f"{func!r} kept waiting after its request was closed: it caught the GeneratorExit "
+            "and GreenletExit thrown into it. Let both propagate (re-raise them from any "
+            f"`except BaseException:` around the wait). {see('synchronize-errors')}"
         )
 
 

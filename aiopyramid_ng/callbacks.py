@@ -37,6 +37,7 @@ from pyramid.config import Configurator
 from pyramid.interfaces import IRequest
 
 from .coroutines import is_coroutine_callable, resolve
+from .exceptions import see
 
 __all__ = ["add_finished_callback", "add_response_callback", "includeme"]
 
@@ -79,7 +80,8 @@ class _WeaklyBound:
         if request is None:
             raise ReferenceError(
                 f"{self._function.__name__}() was kept past the end of its request; "
-                "call it on a live request."
+                f"call request.{self._function.__name__}() on the request that is running, "
+                f"not on one kept from an earlier request. {see('events-callbacks')}"
             )
         self._function(request, callback)
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pyramid.util import object_description
 
-from .exceptions import ScopeError
+from .exceptions import ScopeError, see
 from .helpers import synchronize
 
 __all__ = ["describe", "is_coroutine_callable", "resolve"]
@@ -89,6 +89,6 @@ def resolve(result: T | Awaitable[T], hook: object, fix: str) -> T:
         raise ScopeError(
             f"{describe(hook)} returned an awaitable, but it was called outside any request "
             "(on the event loop outside a request greenlet, or in a thread that serves no "
-            f"request), where nothing can wait for it. {fix}"
+            f"request), where nothing can wait for it. {fix} {see('synchronize-errors')}"
         ) from exc
     return resolved

@@ -30,7 +30,7 @@ from pyramid.interfaces import IRequest
 from pyramid.util import object_description
 
 from .bridge import segment_observer, time_segments
-from .exceptions import NestedLoopError
+from .exceptions import NestedLoopError, see
 from .settings import BLOCKING_MS
 from .types import Environ
 
@@ -122,7 +122,8 @@ def nested_loop_view(view: Any, info: Any) -> Any:
                 "thread pool: decorate the function with aiopyramid_ng.helpers.use_executor "
                 "and await it from an async def view, or register the view with "
                 "mapper=ExecutorMapper (a plain view), where a loop of its own is allowed. "
-                "Better still, await the library's coroutine directly."
+                "Better still, await the library's coroutine directly. "
+                f"{see('compatibility-nested-loops')}"
             ) from exc
 
     return loop_checked_view

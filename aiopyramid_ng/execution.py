@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from .bridge import await_in_greenlet, direct_call, in_bridge, segment_observer, spawn_greenlet
 from .debug import BlockingReport
+from .exceptions import see
 from .executor import executor_of
 from .settings import BLOCKING_MS, PIPELINE
 from .threads import run_in_thread
@@ -91,7 +92,8 @@ def run_sync(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         f"The WSGI application was called synchronously from a thread that runs the event "
         f"loop {running!r}; waiting here would freeze that loop. Serve it through "
         "aiopyramid_ng.asgi (or aiopyramid_ng.testing.TestApp in tests), or call it from "
-        "another thread: `await asyncio.to_thread(app, environ, start_response)`."
+        "another thread: `await asyncio.to_thread(app, environ, start_response)`. "
+        f"{see('quickstart-wsgi')}"
     )
 
 

@@ -23,6 +23,7 @@ from pyramid.exceptions import ConfigurationError
 from pyramid.util import object_description
 
 from .bridge import await_in_greenlet, in_bridge, spawn_greenlet
+from .exceptions import see
 from .executor import current_executor
 from .threads import run_in_thread, wait_from_thread
 
@@ -93,7 +94,8 @@ def synchronize(func: Any = None, /, *, strict: bool = True) -> Any:
             raise ConfigurationError(
                 f"synchronize() needs a coroutine function, and "
                 f"{object_description(coroutine_function)} is not one: declare it `async def`, "
-                "or drop the decorator (plain functions need no synchronize)."
+                "or drop the decorator (plain functions need no synchronize). "
+                f"{see('quickstart-synchronize')}"
             )
 
         @functools.wraps(coroutine_function)

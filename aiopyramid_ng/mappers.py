@@ -31,6 +31,7 @@ from pyramid.viewderivers import DefaultViewMapper
 
 from .bridge import in_bridge
 from .coroutines import is_coroutine_callable
+from .exceptions import see
 from .executor import executor_of
 from .helpers import await_
 from .threads import run_in_thread
@@ -98,7 +99,8 @@ class BridgeMapper(DefaultViewMapper):  # type: ignore[misc]
 
     def refuse(self, view: View, what: str, fix: str) -> ConfigurationError:
         return ConfigurationError(
-            f"{type(self).__name__} cannot map {_describe(view, self.attr)}: {what}. {fix}"
+            f"{type(self).__name__} cannot map {_describe(view, self.attr)}: {what}. {fix} "
+            f"{see('quickstart-mappers')}"
         )
 
 
@@ -208,5 +210,6 @@ def refuse_views_derived_before(registry: Registry, before: set[int]) -> None:
                 f"The coroutine view {object_description(view['callable'])} was added by a "
                 "commit that ran before config.include('aiopyramid_ng'), so it was built "
                 "without the add-on and would never be awaited. Include aiopyramid_ng before "
-                "the commit that adds it (first thing in main() or in the includeme that adds it)."
+                "the commit that adds it (first thing in main() or in the includeme that adds "
+                f"it). {see('include-first')}"
             )

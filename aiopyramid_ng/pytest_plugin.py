@@ -71,7 +71,12 @@ class Activation:
 
     def __init__(self, mode: str):
         if mode not in MODES:
-            raise ValueError(f"Unknown mode {mode!r}: expected one of {', '.join(MODES)}.")
+            from .exceptions import see
+
+            raise ValueError(
+                f"Unknown mode {mode!r} of --aiopyramid-ng: pass one of {', '.join(MODES)}. "
+                f"{see('pytest-plugin')}"
+            )
         self.mode = mode
         self._patch = pytest.MonkeyPatch()
         self._opened: weakref.WeakSet[Any] = weakref.WeakSet()

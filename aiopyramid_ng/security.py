@@ -36,6 +36,7 @@ from pyramid.security import LegacySecurityPolicy
 from zope.interface import implementer
 
 from .coroutines import describe, is_coroutine_callable, resolve
+from .exceptions import see
 from .orders import ORDERS
 
 __all__ = ["ACLHelper", "BridgedSecurityPolicy", "includeme"]
@@ -142,7 +143,7 @@ def _explain_unawaited_acl(exc: TypeError, context: Any) -> None:
         f"{describe(acl)} is a coroutine function, and the security policy's ACL check "
         "iterated the coroutine it returned instead of awaiting it (pyramid.authorization."
         "ACLHelper does so). Use aiopyramid_ng.security.ACLHelper in the policy, or "
-        "decorate __acl__ with @aiopyramid_ng.helpers.synchronize."
+        f"decorate __acl__ with @aiopyramid_ng.helpers.synchronize. {see('security-acls')}"
     ) from exc
 
 
@@ -235,7 +236,7 @@ def includeme(config: Configurator) -> None:
                 "registered after the commit that included aiopyramid_ng, so it was not "
                 "wrapped. Call config.set_security_policy() in the same commit as "
                 "config.include('aiopyramid_ng') (before make_wsgi_app(), with no "
-                "config.commit() between them)."
+                f"config.commit() between them). {see('security-policy-commit')}"
             )
 
     config.action(None, wrap_policy, order=ORDERS["wrap_security_policy"])

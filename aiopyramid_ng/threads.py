@@ -20,7 +20,7 @@ from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
 
 from .bridge import await_in_greenlet, bind_loop, discard, request_loop, spawn_greenlet
-from .exceptions import ScopeError
+from .exceptions import ScopeError, see
 
 __all__ = ["run_in_thread", "wait_from_thread", "wait_from_worker"]
 
@@ -205,7 +205,8 @@ def wait_from_thread(awaitable: Awaitable[T], strict: bool) -> T | Awaitable[T]:
         raise ScopeError(
             f"Cannot wait for {_name(awaitable)} from this thread: it has no event loop and "
             "serves no request. Call it from a request (a view, a hook, or a function run with "
-            "use_executor), or start a loop for it: asyncio.run(spawn_greenlet(func, ...))."
+            "use_executor), or start a loop for it: asyncio.run(spawn_greenlet(func, ...)). "
+            f"{see('synchronize-errors')}"
         ) from None
     if not strict:
         return awaitable
@@ -214,5 +215,6 @@ def wait_from_thread(awaitable: Awaitable[T], strict: bool) -> T | Awaitable[T]:
         f"Cannot wait for {_name(awaitable)} here: the caller runs on the event loop "
         "but outside any request greenlet, so waiting would block the loop. Await it directly "
         "from a coroutine, run the calling code with `await spawn_greenlet(func, ...)`, or "
-        "decorate with synchronize(strict=False) to get the coroutine back in this case."
+        "decorate with synchronize(strict=False) to get the coroutine back in this case. "
+        f"{see('synchronize-errors')}"
     )

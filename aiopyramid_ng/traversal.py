@@ -40,6 +40,7 @@ from pyramid.traversal import ResourceTreeTraverser
 from zope.interface import implementer
 
 from .coroutines import resolve
+from .exceptions import see
 
 __all__ = ["AsyncTraverser", "includeme"]
 
@@ -109,7 +110,8 @@ def _refuse_awaitable_context(event: ContextFound) -> None:
         "`async def` root factories. Let aiopyramid_ng.traversal.AsyncTraverser traverse "
         "these resources (it is the default after config.include('aiopyramid_ng'); for a "
         "root interface with its own traverser: config.add_traverser(AsyncTraverser, iface)), "
-        "or decorate the method with @aiopyramid_ng.helpers.synchronize."
+        "or decorate the method with @aiopyramid_ng.helpers.synchronize. "
+        f"{see('traversal-other-traversers')}"
     )
 
 

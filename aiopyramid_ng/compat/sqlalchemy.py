@@ -26,7 +26,7 @@ from pyramid.interfaces import IRequest
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session
 
-from ..exceptions import SharedSessionError
+from ..exceptions import SharedSessionError, see
 from ..threadlocal import outermost_request
 
 __all__ = ["includeme", "install"]
@@ -67,8 +67,8 @@ def _check(session: Session) -> None:
         "thread, so a module-level Session or a scoped_session scoped to the thread (the "
         "default) is shared by all of them and mixes their transactions. Create a session "
         "per request instead: config.add_request_method(lambda request: factory(), "
-        "'dbsession', reify=True), and close it in a finished callback (see the "
-        "aiopyramid_ng documentation, 'Using with pyramid_tm and SQLAlchemy')."
+        "'dbsession', reify=True), and close it in a finished callback. "
+        f"{see('sqlalchemy-session-per-request')}"
     )
 
 

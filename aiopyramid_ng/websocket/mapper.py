@@ -32,7 +32,7 @@ from ..asgi.connection import (
     Data,
 )
 from ..coroutines import is_coroutine_callable
-from ..exceptions import ConnectionClosedError, WebsocketClosed
+from ..exceptions import ConnectionClosedError, WebsocketClosed, see
 from ..helpers import await_
 from ..mappers import mapper_of
 from .endpoints import SyncWebSocket, WebSocket
@@ -123,7 +123,8 @@ class WebsocketMapper:
         ):
             raise ConfigurationError(
                 f"ws_subprotocols={subprotocols!r} is not a list of subprotocol names; write "
-                "for example ws_subprotocols=['chat.v2', 'chat.v1']."
+                "for example ws_subprotocols=['chat.v2', 'chat.v1']. "
+                f"{see('websocket-subprotocols')}"
             )
         self.subprotocols: tuple[str, ...] = tuple(subprotocols or ())
         origins = kw.get("ws_allowed_origins")
@@ -132,7 +133,8 @@ class WebsocketMapper:
             if isinstance(origins, str):
                 raise ConfigurationError(
                     f"ws_allowed_origins={origins!r} is a string; give a list of origins, for "
-                    "example ws_allowed_origins=['https://example.com'] (or ['*'] for any)."
+                    "example ws_allowed_origins=['https://example.com'] (or ['*'] for any). "
+                    f"{see('websocket-origins')}"
                 )
             self.allowed_origins = parse_origins(origins, "ws_allowed_origins")
 
@@ -186,7 +188,8 @@ class WebsocketMapper:
         return ConfigurationError(
             f"{type(self).__name__} cannot map {_describe(view, self.attr)}: {what}. A WebSocket "
             "view is `async def view(ws)` (or plain `def view(ws)`), or a class such as "
-            "WebsocketConnectionView built with (context, request) and called with ws."
+            "WebsocketConnectionView built with (context, request) and called with ws. "
+            f"{see('websocket-connection')}"
         )
 
     def _check_origin(self, request: IRequest) -> None:
@@ -273,7 +276,11 @@ class WebsocketConnectionView:
 
     def _connected(self) -> WebSocket:
         if self.ws is None:
-            raise RuntimeError(f"{self!r} has no connection before it is called with one.")
+            raise RuntimeError(
+                f"{self!r} has no connection before it is called with one: call send() and "
+                "close() from on_open(), on_message() or on_close(), once the view runs. "
+                f"{see('websocket-class-views')}"
+            )
         return self.ws
 
     async def send(self, message: Data) -> None:
@@ -309,7 +316,7 @@ def websocket_options(view: View, info: Any) -> View:
                 f"The view option(s) {', '.join(given)} of "
                 f"{object_description(info.original_view)} apply to WebSocket views only; "
                 "register it with mapper=WebsocketMapper (or derive it from "
-                "WebsocketConnectionView), or drop the option(s)."
+                f"WebsocketConnectionView), or drop the option(s). {see('websocket-subprotocols')}"
             )
     return view
 

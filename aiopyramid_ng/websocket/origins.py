@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from pyramid.exceptions import ConfigurationError
 
+from ..exceptions import see
 from ..settings import WEBSOCKET_ALLOWED_ORIGINS
 
 __all__ = [
@@ -66,7 +67,8 @@ def parse_origins(value: Any, where: str) -> AllowedOrigins:
         if normalized is None:
             raise ConfigurationError(
                 f"{where}: {entry!r} is not an origin. Give origins as scheme://host[:port] "
-                "(for example https://example.com or http://localhost:3000), or * for any."
+                "(for example https://example.com or http://localhost:3000), or * for any. "
+                f"{see('websocket-origins')}"
             )
         allowed.add(normalized)
     return frozenset(allowed)
