@@ -41,6 +41,8 @@ nitpick_ignore_regex = [
     # Pyramid's names as its docs spell them, unqualified.
     (r"py:.*", r"(ConfigurationError|Configurator|Registry|Request|IRequest|ISecurityPolicy)"),
     (r"py:class", r"<InterfaceClass pyramid\.interfaces\.\w+>"),
+    # asgiref's scope TypedDicts, as aiopyramid_ng.types re-exports them.
+    (r"py:class", r"(HTTPScope|WebSocketScope|LifespanScope)"),
     # Type variables in signatures (T, P, PolicyT, aiopyramid_ng.helpers.T).
     (r"py:(class|obj)", r"(.+\.)?~?(T|P|PolicyT)"),
     # Type aliases as autodoc prints them from annotations: the vocabulary

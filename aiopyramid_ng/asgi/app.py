@@ -15,7 +15,7 @@ disconnects cancels its request, and the ASGI lifespan notifies
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from pyramid.config import Configurator
 from pyramid.paster import get_app, setup_logging
@@ -25,7 +25,7 @@ from pyramid.router import Router
 from .. import threadlocal
 from ..bridge import direct_call
 from ..settings import MAX_BODY_SIZE
-from ..types import Receive, Scope, Send, WSGIApp
+from ..types import AnyReceive, AnyScope, AnySend, Receive, Scope, Send, WSGIApp
 from .http import serve_http
 from .lifespan import Lifecycle
 from .served import ServedApp
@@ -89,18 +89,22 @@ class ASGIApplication:
     def __repr__(self) -> str:
         return f"<ASGIApplication for {self.wsgi_app!r}>"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await serve_http(self._served, scope, receive, send)
-        elif kind == "lifespan":
-            await self._served.lifecycle.serve(receive, send)
-        elif kind == "websocket":
-            await serve_websocket(self._served, scope, receive, send)
+    async def __call__(self, scope: AnyScope, receive: AnyReceive, send: AnySend) -> None:
+        # Whatever the caller typed them as, these are ASGI's scope and callables.
+        asgi_scope, asgi_receive, asgi_send = cast(
+            tuple[Scope, Receive, Send], (scope, receive, send)
+        )
+        # Comparing the "type" item itself narrows the scope to its TypedDict.
+        if asgi_scope["type"] == "http":
+            await serve_http(self._served, asgi_scope, asgi_receive, asgi_send)
+        elif asgi_scope["type"] == "lifespan":
+            await self._served.lifecycle.serve(asgi_receive, asgi_send)
+        elif asgi_scope["type"] == "websocket":
+            await serve_websocket(self._served, asgi_scope, asgi_receive, asgi_send)
         else:
             raise RuntimeError(
-                f"{self!r} cannot serve ASGI scope type {kind!r}: it serves 'http', "
-                "'websocket' and 'lifespan'."
+                f"{self!r} cannot serve ASGI scope type {asgi_scope['type']!r}: it serves "
+                "'http', 'websocket' and 'lifespan'."
             )
 
 

@@ -15,7 +15,7 @@ from tempfile import SpooledTemporaryFile
 from typing import IO
 
 from ..exceptions import ClientDisconnected
-from ..types import Message, Receive
+from ..types import Receive, ReceiveEvent
 
 __all__ = ["SPOOL_SIZE", "BodyTooLarge", "read_body"]
 
@@ -27,11 +27,13 @@ class BodyTooLarge(Exception):
     """The request body exceeds the application's limit."""
 
 
-def _chunk_of(message: Message) -> bytes:
+def _chunk_of(message: ReceiveEvent) -> tuple[bytes, bool]:
+    """The body chunk of one message, and whether more chunks follow."""
+    if message["type"] == "http.request":
+        return message.get("body", b""), message.get("more_body", False)
     if message["type"] == "http.disconnect":
         raise ClientDisconnected()
-    chunk: bytes = message.get("body", b"")
-    return chunk
+    return b"", False  # nothing but the two above is sent; end the body
 
 
 async def read_body(receive: Receive, limit: int) -> tuple[IO[bytes], int]:
@@ -43,9 +45,8 @@ async def read_body(receive: Receive, limit: int) -> tuple[IO[bytes], int]:
     :raises ClientDisconnected: on ``http.disconnect`` before the last chunk.
     """
     message = await receive()
-    chunk = _chunk_of(message)
+    chunk, more = _chunk_of(message)
     size = len(chunk)
-    more = message.get("more_body", False)
     if size > limit:
         raise BodyTooLarge()
     if not more and size <= SPOOL_SIZE:
@@ -60,12 +61,11 @@ async def read_body(receive: Receive, limit: int) -> tuple[IO[bytes], int]:
         body.write(chunk)
         while more:
             message = await receive()
-            chunk = _chunk_of(message)
+            chunk, more = _chunk_of(message)
             size += len(chunk)
             if size > limit:
                 raise BodyTooLarge()
             body.write(chunk)
-            more = message.get("more_body", False)
     except BaseException:
         body.close()
         raise

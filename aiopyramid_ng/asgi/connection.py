@@ -14,8 +14,10 @@ import logging
 from collections import deque
 from typing import Any
 
+from asgiref.typing import WebSocketSendEvent
+
 from ..exceptions import NORMAL_CLOSURE, ConnectionClosedError
-from ..types import Message, Receive, Scope, Send
+from ..types import Receive, ResponseEvent, Send, WebSocketScope
 
 __all__ = [
     "ABNORMAL_CLOSURE",
@@ -62,7 +64,7 @@ class Connection:
     :param send: the server's ``send``.
     """
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send):
+    def __init__(self, scope: WebSocketScope, receive: Receive, send: Send):
         self.scope = scope
         self._receive = receive
         self._send = send
@@ -109,7 +111,7 @@ class Connection:
 
     async def accept(self, subprotocol: str | None) -> None:
         """Complete the handshake, selecting ``subprotocol`` (or none), and start reading."""
-        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": []})
         self.accepted = True
         self.subprotocol = subprotocol
         self._reader = asyncio.get_running_loop().create_task(
@@ -125,21 +127,21 @@ class Connection:
                 message = await self._receive()
             except Exception:
                 logger.exception("Receiving from the WebSocket connection to %r failed", self.path)
-                message = {"type": "websocket.disconnect", "code": ABNORMAL_CLOSURE}
-            kind = message["type"]
-            if kind == "websocket.receive":
+                self._peer_left(ABNORMAL_CLOSURE, "")
+                return
+            if message["type"] == "websocket.receive":
                 text = message.get("text")
-                self._inbox.append(
-                    str(text) if text is not None else bytes(message.get("bytes") or b"")
-                )
+                self._inbox.append(text if text is not None else message.get("bytes") or b"")
                 self._wake()
-            elif kind == "websocket.disconnect":
+            elif message["type"] == "websocket.disconnect":
                 self._peer_left(
-                    int(message.get("code", NO_STATUS_RECEIVED)), message.get("reason") or ""
+                    message.get("code", NO_STATUS_RECEIVED), message.get("reason") or ""
                 )
                 return
             else:
-                logger.warning("Ignored the ASGI message %r on a WebSocket connection", kind)
+                logger.warning(
+                    "Ignored the ASGI message %r on a WebSocket connection", message["type"]
+                )
 
     def _wake(self) -> bool:
         waiter = self._waiter
@@ -203,11 +205,11 @@ class Connection:
         :raises ConnectionClosedError: when the connection is closed.
         :raises TypeError: for any other type of ``data``.
         """
-        message: Message
+        message: WebSocketSendEvent
         if isinstance(data, str):
-            message = {"type": "websocket.send", "text": data}
+            message = {"type": "websocket.send", "bytes": None, "text": data}
         elif isinstance(data, bytes | bytearray | memoryview):
-            message = {"type": "websocket.send", "bytes": bytes(data)}
+            message = {"type": "websocket.send", "bytes": bytes(data), "text": None}
         else:
             raise TypeError(
                 f"A WebSocket message is str (text) or bytes (binary), not {type(data).__name__}."
@@ -244,9 +246,9 @@ class Connection:
             logger.debug("The server refused close code %d; closing with 1000", code)
             self.close_code = NORMAL_CLOSURE
             with contextlib.suppress(OSError):
-                await self._send({"type": "websocket.close", "code": NORMAL_CLOSURE})
+                await self._send({"type": "websocket.close", "code": NORMAL_CLOSURE, "reason": ""})
 
-    async def respond(self, message: Message) -> None:
+    async def respond(self, message: ResponseEvent) -> None:
         """Send part of the HTTP response the pipeline produced for the handshake.
 
         ``message`` is ``http.response.start`` or ``http.response.body``.  Once
@@ -271,12 +273,28 @@ class Connection:
             await self._send(
                 {"type": "websocket.http.response.start", "status": 404, "headers": headers}
             )
-            await self._send({"type": "websocket.http.response.body", "body": body})
-            return
-        await self._send({**message, "type": "websocket." + message["type"]})
+            await self._send(
+                {"type": "websocket.http.response.body", "body": body, "more_body": False}
+            )
+        elif message["type"] == "http.response.start":
+            await self._send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": message["status"],
+                    "headers": message["headers"],
+                }
+            )
+        else:
+            await self._send(
+                {
+                    "type": "websocket.http.response.body",
+                    "body": message["body"],
+                    "more_body": message.get("more_body", False),
+                }
+            )
 
     async def deny(self) -> None:
         """Refuse the handshake by closing before accepting."""
         if not self.closed:
             self._mark_closed(NORMAL_CLOSURE, "")
-            await self._send({"type": "websocket.close", "code": NORMAL_CLOSURE})
+            await self._send({"type": "websocket.close", "code": NORMAL_CLOSURE, "reason": ""})

@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator
 from types import GeneratorType
 from typing import Any
 
-from ..types import Message, Receive
+from ..types import Receive, ReceiveEvent
 
 __all__ = ["DisconnectWatch"]
 
@@ -45,7 +45,7 @@ class DisconnectWatch:
         self._receive = receive
         self._on_disconnect = on_disconnect
         #: The awaiting ``receive()`` call, while there is one.
-        self._steps: Generator[Any, None, Message] | None = None
+        self._steps: Generator[Any, None, ReceiveEvent] | None = None
         #: What resumes it: the future it waits on, or a scheduled call.
         self._pending: asyncio.Future[Any] | asyncio.Handle | None = None
         self._stopped = False

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
+from io import BytesIO
 from typing import IO
 from urllib.parse import unquote_to_bytes
 
-from ..types import Environ, Scope
+from ..types import Environ, HTTPScope, WebSocketScope
 
-__all__ = ["FileWrapper", "build_environ", "wsgi_path"]
+__all__ = ["FileWrapper", "build_environ", "handshake_environ", "wsgi_path"]
 
 #: The smallest read :class:`FileWrapper` asks for; WebOb's ``FileResponse``
 #: suggests 4 KiB, which would cost one thread hop per 4 KiB of file.
@@ -51,7 +52,7 @@ def _latin1(text: str) -> str:
     return text.encode("utf-8").decode("latin-1")
 
 
-def wsgi_path(scope: Scope) -> tuple[str, str]:
+def wsgi_path(scope: HTTPScope | WebSocketScope) -> tuple[str, str]:
     """Return ``(SCRIPT_NAME, PATH_INFO)`` for ``scope``, bytes-as-latin-1.
 
     ``raw_path`` is preferred when the server sends it: it holds the bytes the
@@ -110,17 +111,32 @@ def _add_headers(environ: Environ, raw_headers: Iterable[tuple[bytes, bytes]]) -
         environ[key] = value
 
 
-def build_environ(scope: Scope, body: IO[bytes], content_length: int) -> Environ:
+def build_environ(scope: HTTPScope, body: IO[bytes], content_length: int) -> Environ:
     """Build the WSGI environ of an ``http`` scope whose body was fully read.
 
     ``body`` is positioned at its start and holds ``content_length`` bytes;
     ``CONTENT_LENGTH`` states that length even for a chunked upload, so
     WebOb reads the body without needing ``wsgi.input_terminated``.
     """
-    scheme = scope.get("scheme", "http")
+    return _environ(scope, scope["method"], scope.get("scheme", "http"), body, content_length)
+
+
+def handshake_environ(scope: WebSocketScope) -> Environ:
+    """Build the WSGI environ of a WebSocket handshake: a ``GET`` without a body."""
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    return _environ(scope, "GET", scheme, BytesIO(), 0)
+
+
+def _environ(
+    scope: HTTPScope | WebSocketScope,
+    method: str,
+    scheme: str,
+    body: IO[bytes],
+    content_length: int,
+) -> Environ:
     script_name, path_info = wsgi_path(scope)
     environ: Environ = {
-        "REQUEST_METHOD": scope["method"],
+        "REQUEST_METHOD": method,
         "SCRIPT_NAME": script_name,
         "PATH_INFO": path_info,
         "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
@@ -146,9 +162,11 @@ def build_environ(scope: Scope, body: IO[bytes], content_length: int) -> Environ
     environ.setdefault("CONTENT_TYPE", "")
     server = scope.get("server")
     if server is not None:
-        host, port = server
+        host, server_port = server
         environ["SERVER_NAME"] = host
-        environ["SERVER_PORT"] = str(port) if port is not None else _DEFAULT_PORTS.get(scheme, "80")
+        environ["SERVER_PORT"] = (
+            str(server_port) if server_port is not None else _DEFAULT_PORTS.get(scheme, "80")
+        )
     else:
         # A server on a Unix socket sends no address; PEP 3333 still requires
         # both keys, and the Host header is the best name the request has.

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..bridge import spawn_greenlet_watched
 from ..exceptions import ClientDisconnected
-from ..types import Receive, Scope, Send
+from ..types import HTTPScope, Receive, ResponseSend, Send
 from .body import BodyTooLarge, read_body
 from .disconnect import DisconnectWatch
 from .environ import build_environ
@@ -26,7 +26,7 @@ __all__ = ["send_plain", "serve_http"]
 logger = logging.getLogger(__name__)
 
 
-async def send_plain(send: Send, status: int, text: str) -> None:
+async def send_plain(send: ResponseSend, status: int, text: str) -> None:
     """Send a complete text response that the application did not produce."""
     body = text.encode("utf-8")
     headers = [
@@ -34,20 +34,27 @@ async def send_plain(send: Send, status: int, text: str) -> None:
         (b"content-length", b"%d" % len(body)),
     ]
     try:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": headers,
+                "trailers": False,
+            }
+        )
         await send({"type": "http.response.body", "body": body, "more_body": False})
     except OSError:
         pass  # the client is gone; nobody is left to tell
 
 
-def _declared_length(scope: Scope) -> int | None:
+def _declared_length(scope: HTTPScope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             return int(value)  # ValueError: a malformed request
     return None
 
 
-async def serve_http(served: ServedApp, scope: Scope, receive: Receive, send: Send) -> None:
+async def serve_http(served: ServedApp, scope: HTTPScope, receive: Receive, send: Send) -> None:
     """Serve one ``http`` scope: read the body, run the WSGI call, stream the response."""
     task = asyncio.current_task()
     assert task is not None  # an ASGI call always runs in a Task
@@ -66,7 +73,7 @@ async def serve_http(served: ServedApp, scope: Scope, receive: Receive, send: Se
 
 async def _handle(
     served: ServedApp,
-    scope: Scope,
+    scope: HTTPScope,
     receive: Receive,
     responder: Responder,
     task: asyncio.Task[Any],

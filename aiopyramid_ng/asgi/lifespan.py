@@ -94,24 +94,26 @@ class Lifecycle:
         """Speak the ASGI lifespan protocol until the server asks for shutdown."""
         while True:
             message = await receive()
-            kind = message["type"]
-            if kind == "lifespan.startup":
-                step, action = "startup", self.ensure_started
-            elif kind == "lifespan.shutdown":
-                step, action = "shutdown", self.shutdown
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.ensure_started()
+                except Exception as exc:
+                    logger.exception("Application startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": _failure(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                except Exception as exc:
+                    logger.exception("Application shutdown failed")
+                    await send({"type": "lifespan.shutdown.failed", "message": _failure(exc)})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
             else:
-                raise RuntimeError(f"Unexpected ASGI lifespan message {kind!r}.")
-            try:
-                await action()
-            except Exception as exc:
-                logger.exception("Application %s failed", step)
-                await send(
-                    {
-                        "type": f"lifespan.{step}.failed",
-                        "message": f"{type(exc).__name__}: {exc}",
-                    }
-                )
-                return
-            await send({"type": f"lifespan.{step}.complete"})
-            if step == "shutdown":
-                return
+                raise RuntimeError(f"Unexpected ASGI lifespan message {message['type']!r}.")
+
+
+def _failure(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"

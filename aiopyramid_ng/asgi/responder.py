@@ -17,7 +17,7 @@ from typing import Any
 from ..bridge import await_in_greenlet
 from ..exceptions import ClientDisconnected
 from ..threads import run_in_thread
-from ..types import Environ, ExcInfo, Message, Send, WSGIApp
+from ..types import Environ, ExcInfo, ResponseEvent, ResponseSend, WSGIApp
 from .environ import FileWrapper
 
 __all__ = ["Responder"]
@@ -32,7 +32,7 @@ class Responder:
         files (looked up only when one is served).
     """
 
-    def __init__(self, send: Send, head: bool, executor: Callable[[], Executor]):
+    def __init__(self, send: ResponseSend, head: bool, executor: Callable[[], Executor]):
         self.send = send
         self.head = head
         self.executor = executor
@@ -133,10 +133,11 @@ class Responder:
                 "type": "http.response.start",
                 "status": self.status,
                 "headers": self.headers,
+                "trailers": False,
             }
         )
 
-    def _send(self, message: Message) -> None:
+    def _send(self, message: ResponseEvent) -> None:
         try:
             await_in_greenlet(self.send(message))
         except OSError as exc:

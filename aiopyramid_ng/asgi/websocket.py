@@ -18,30 +18,21 @@ one, for as long as its scope lasts.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from typing import Any
 
 from ..bridge import spawn_greenlet
 from ..exceptions import ClientDisconnected
 from ..interfaces import IWebsocketConnections
-from ..types import Environ, Receive, Scope, Send
+from ..types import Receive, Send, WebSocketScope
 from .connection import ENVIRON_KEY, Connection
-from .environ import build_environ
+from .environ import handshake_environ
 from .responder import Responder
 from .served import ServedApp
 
-__all__ = ["serve_websocket", "websocket_environ"]
+__all__ = ["serve_websocket"]
 
 logger = logging.getLogger(__name__)
-
-
-def websocket_environ(scope: Scope) -> Environ:
-    """The WSGI environ of the handshake: a ``GET`` with the scope's headers and no body."""
-    scheme = "https" if scope.get("scheme") == "wss" else "http"
-    environ = build_environ({**scope, "method": "GET", "scheme": scheme}, io.BytesIO(), 0)
-    environ["asgi.scope"] = scope
-    return environ
 
 
 async def _fail_handshake(connection: Connection) -> None:
@@ -51,14 +42,19 @@ async def _fail_handshake(connection: Connection) -> None:
                 "type": "http.response.start",
                 "status": 500,
                 "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                "trailers": False,
             }
         )
-        await connection.respond({"type": "http.response.body", "body": b"Internal Server Error"})
+        await connection.respond(
+            {"type": "http.response.body", "body": b"Internal Server Error", "more_body": False}
+        )
     except OSError:
         pass  # the client is gone; nobody is left to tell
 
 
-async def serve_websocket(served: ServedApp, scope: Scope, receive: Receive, send: Send) -> None:
+async def serve_websocket(
+    served: ServedApp, scope: WebSocketScope, receive: Receive, send: Send
+) -> None:
     """Serve one ``websocket`` scope with the application's WSGI pipeline."""
     message = await receive()
     if message["type"] != "websocket.connect":
@@ -74,7 +70,7 @@ async def serve_websocket(served: ServedApp, scope: Scope, receive: Receive, sen
     task = asyncio.current_task()
     assert task is not None  # an ASGI call always runs in a Task
     connection.task = task
-    environ = websocket_environ(scope)
+    environ = handshake_environ(scope)
     environ[ENVIRON_KEY] = connection
     responder = Responder(connection.respond, False, served.executor)
     registry = served.registry

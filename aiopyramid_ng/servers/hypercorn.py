@@ -8,7 +8,7 @@ import signal
 from collections.abc import Mapping
 from functools import partial
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 from pyramid.registry import Registry
 
@@ -105,12 +105,8 @@ def hypercorn_runner(wsgi_app: WSGIApp, global_conf: Mapping[str, str], **local_
     (see :func:`shutdown_trigger`).
     """
     from hypercorn.asyncio import serve
-    from hypercorn.typing import ASGIFramework
 
     config = hypercorn_config(local_conf)
-    # hypercorn types each scope as a TypedDict, which a type checker does
-    # not accept for the generic ASGI mapping the application takes.
-    asgi_app = make_asgi_app(wsgi_app)
-    app = cast(ASGIFramework, asgi_app)
-    trigger = partial(shutdown_trigger, asgi_app.registry)
+    app = make_asgi_app(wsgi_app)
+    trigger = partial(shutdown_trigger, app.registry)
     asyncio.run(serve(app, config, mode="asgi", shutdown_trigger=trigger))

@@ -44,10 +44,16 @@ from ..types import ASGIApp, Environ, StartResponse
 from .harness import Harness, local_entries
 from .http import StreamedResponse, exchange, response_headers, status_line
 from .loop import TestLoop
-from .scope import scope_from_environ
+from .scope import scope_from_environ, websocket_scope_from_environ
 from .websocket import WebSocketSession
 
-__all__ = ["StreamedResponse", "TestApp", "WebSocketSession", "scope_from_environ"]
+__all__ = [
+    "StreamedResponse",
+    "TestApp",
+    "WebSocketSession",
+    "scope_from_environ",
+    "websocket_scope_from_environ",
+]
 
 
 def _is_asgi(app: Any) -> bool:
@@ -259,7 +265,7 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         """
         environ = self._environ(url, "GET", headers, b"")
         self._hand_over(environ)
-        scope = scope_from_environ(environ, "websocket", subprotocols)
+        scope = websocket_scope_from_environ(environ, subprotocols)
         return WebSocketSession(self._loop, self.asgi_app, scope, self._check, self._header_names)
 
     # -- closing ---------------------------------------------------------------------

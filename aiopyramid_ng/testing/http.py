@@ -6,26 +6,27 @@ import asyncio
 from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 
+from asgiref.typing import HTTPResponseStartEvent, WebSocketAcceptEvent, WebSocketResponseStartEvent
 from webob.headers import ResponseHeaders
 from webob.util import status_reasons
 
-from ..types import ASGIApp, Message, Scope
+from ..types import ASGIApp, HTTPScope, ReceiveEvent, SendEvent
 from .loop import AppCall, TestLoop
 
 __all__ = ["StreamedResponse", "exchange"]
 
 
-async def exchange(app: ASGIApp, scope: Scope, body: bytes) -> list[Message]:
+async def exchange(app: ASGIApp, scope: HTTPScope, body: bytes) -> list[SendEvent]:
     """Run one HTTP exchange; return the messages the application sent.
 
     The client sends the whole body at once and stays until the response is
     complete; then, as a server does, ``receive`` reports the disconnect.
     """
-    sent: list[Message] = []
+    sent: list[SendEvent] = []
     finished = asyncio.Event()
     request_sent = False
 
-    async def receive() -> Message:
+    async def receive() -> ReceiveEvent:
         nonlocal request_sent
         if not request_sent:
             request_sent = True
@@ -33,7 +34,7 @@ async def exchange(app: ASGIApp, scope: Scope, body: bytes) -> list[Message]:
         await finished.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: Message) -> None:
+    async def send(message: SendEvent) -> None:
         sent.append(message)
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             finished.set()
@@ -49,7 +50,10 @@ def status_line(status: int) -> str:
     return f"{status} {status_reasons.get(status, 'Unknown')}"
 
 
-def response_headers(start: Message, names: Mapping[str, str]) -> ResponseHeaders:
+def response_headers(
+    start: HTTPResponseStartEvent | WebSocketAcceptEvent | WebSocketResponseStartEvent,
+    names: Mapping[str, str],
+) -> ResponseHeaders:
     """The headers of ``start``, each name spelled as in ``names`` (by its lowercase form)."""
     headers = []
     for raw_name, raw_value in start.get("headers", ()):
@@ -74,26 +78,26 @@ class StreamedResponse:
         self,
         loop: TestLoop,
         app: ASGIApp,
-        scope: Scope,
+        scope: HTTPScope,
         body: bytes,
         check: Callable[[], None],
         header_names: Mapping[str, str],
     ):
         self._left = asyncio.Event()
         # One message in flight: the application waits for the test to read.
-        self._messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
+        self._messages: asyncio.Queue[SendEvent] = asyncio.Queue(maxsize=1)
         self._body_sent = False
         self._complete = False
-        self._request = f"{scope.get('method', 'GET')} {scope['path']}"
+        self._request = f"{scope['method']} {scope['path']}"
 
-        async def receive() -> Message:
+        async def receive() -> ReceiveEvent:
             if not self._body_sent:
                 self._body_sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
             await self._left.wait()
             return {"type": "http.disconnect"}
 
-        async def send(message: Message) -> None:
+        async def send(message: SendEvent) -> None:
             if self._left.is_set():
                 # ASGI 2.4: sending to a client that left raises an OSError.
                 raise OSError(f"The client of {self._request} disconnected.")

@@ -12,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from ..types import ASGIApp, Message, Scope
+from ..types import ASGIApp, LifespanScope, ReceiveEvent, SendEvent
 
 __all__ = ["AppCall", "TestLoop", "next_or_end"]
 
 T = TypeVar("T")
 
-_LIFESPAN_SCOPE: Scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+_LIFESPAN_SCOPE: LifespanScope = {
+    "type": "lifespan",
+    "asgi": {"version": "3.0", "spec_version": "2.0"},
+}
 
 
 class TestLoop:
@@ -38,8 +41,8 @@ class TestLoop:
         self.timeout = timeout
         self.loop = asyncio.new_event_loop()
         self._lifespan: asyncio.Future[None] | None = None
-        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
-        self._replies: asyncio.Queue[Message] = asyncio.Queue()
+        self._inbox: asyncio.Queue[ReceiveEvent] = asyncio.Queue()
+        self._replies: asyncio.Queue[SendEvent] = asyncio.Queue()
 
     def run(self, awaitable: Awaitable[T], waiting_for: str) -> T:
         """Run the loop until ``awaitable`` is done, at most :attr:`timeout` seconds."""
@@ -74,13 +77,16 @@ class TestLoop:
         self._lifespan = self.spawn(self.app(_LIFESPAN_SCOPE, self._inbox.get, self._replies.put))
         self._step("startup")
 
-    def _step(self, step: str) -> None:
+    def _step(self, step: Literal["startup", "shutdown"]) -> None:
         task = self._lifespan
         if task is None:
             return
+        event: ReceiveEvent = (
+            {"type": "lifespan.startup"} if step == "startup" else {"type": "lifespan.shutdown"}
+        )
 
-        async def exchange() -> Message | None:
-            await self._inbox.put({"type": f"lifespan.{step}"})
+        async def exchange() -> SendEvent | None:
+            await self._inbox.put(event)
             return await next_or_end(self._replies, task)
 
         reply = self.run(exchange(), f"the lifespan {step}")
@@ -91,7 +97,10 @@ class TestLoop:
             if not task.cancelled():
                 task.exception()
             return
-        if reply["type"] == f"lifespan.{step}.failed":
+        if (
+            reply["type"] == "lifespan.startup.failed"
+            or reply["type"] == "lifespan.shutdown.failed"
+        ):
             raise RuntimeError(f"Lifespan {step} failed: {reply.get('message', '')}")
 
     @property
@@ -151,7 +160,7 @@ class AppCall:
         self,
         loop: TestLoop,
         call: Awaitable[None],
-        outbox: asyncio.Queue[Message],
+        outbox: asyncio.Queue[SendEvent],
         check: Callable[[], None],
     ):
         self._loop = loop
@@ -159,10 +168,10 @@ class AppCall:
         self._check = check
         self._task = loop.spawn(call)
 
-    def next(self, waiting_for: str) -> Message | None:
+    def next(self, waiting_for: str) -> SendEvent | None:
         """The application's next message; None once it returned without one."""
 
-        async def next_message() -> Message | None:
+        async def next_message() -> SendEvent | None:
             message = await next_or_end(self._outbox, self._task)
             if message is not None:
                 return message

@@ -1,19 +1,19 @@
-"""The ASGI scope a server would build for a request WebTest describes as a WSGI environ."""
+"""The ASGI scopes a server would build for a request WebTest describes as a WSGI environ."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote_from_bytes
 
-from ..types import Environ, Scope
+from asgiref.typing import ASGIVersions
 
-__all__ = ["scope_from_environ"]
+from ..types import Environ, HTTPScope, WebSocketScope
+
+__all__ = ["scope_from_environ", "websocket_scope_from_environ"]
 
 # Characters a client leaves unescaped in a path (RFC 3986 pchar and "/").
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
-
-_ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
 
 def _latin1(value: str | bytes) -> bytes:
@@ -21,16 +21,22 @@ def _latin1(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode("latin-1")
 
 
-def scope_from_environ(
-    environ: Environ, kind: str = "http", subprotocols: Iterable[str] = ()
-) -> Scope:
-    """Build the ASGI ``http`` (or ``websocket``) scope a server would make for this environ.
+class _Connection(TypedDict):
+    """The keys an ``http`` and a ``websocket`` scope share."""
 
-    Like uvicorn, ``path`` and ``raw_path`` include ``root_path``.  Header
-    values may be ``str`` or ``bytes``.  A ``websocket`` scope carries
-    ``subprotocols`` and offers the ``websocket.http.response`` extension,
-    so the application can refuse a handshake with a full HTTP response.
-    """
+    asgi: ASGIVersions
+    http_version: str
+    path: str
+    raw_path: bytes
+    query_string: bytes
+    root_path: str
+    headers: list[tuple[bytes, bytes]]
+    client: tuple[str, int] | None
+    server: tuple[str, int | None] | None
+    state: dict[str, Any]
+
+
+def _connection(environ: Environ) -> _Connection:
     script_name = _latin1(environ.get("SCRIPT_NAME", ""))
     path = script_name + _latin1(environ.get("PATH_INFO", ""))
     headers: list[tuple[bytes, bytes]] = []
@@ -43,12 +49,9 @@ def scope_from_environ(
             continue
         headers.append((name.encode("latin-1"), _latin1(value)))
     remote = environ.get("REMOTE_ADDR")
-    scheme = environ.get("wsgi.url_scheme", "http")
-    scope: dict[str, Any] = {
-        "type": kind,
-        "asgi": dict(_ASGI_VERSION),
+    return {
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": environ.get("SERVER_PROTOCOL", "HTTP/1.1").partition("/")[2] or "1.1",
-        "scheme": scheme,
         "path": path.decode("utf-8", "replace"),
         "raw_path": quote_from_bytes(path, safe=_PATH_SAFE).encode("ascii"),
         "root_path": script_name.decode("utf-8", "replace"),
@@ -58,10 +61,36 @@ def scope_from_environ(
         "client": (remote, int(environ.get("REMOTE_PORT", 0))) if remote else None,
         "state": {},
     }
-    if kind == "http":
-        scope["method"] = environ["REQUEST_METHOD"]
-    else:
-        scope["scheme"] = {"http": "ws", "https": "wss"}.get(scheme, scheme)
-        scope["subprotocols"] = list(subprotocols)
-        scope["extensions"] = {"websocket.http.response": {}}
-    return scope
+
+
+def scope_from_environ(environ: Environ) -> HTTPScope:
+    """Build the ASGI ``http`` scope a server would make for this environ.
+
+    Like uvicorn, ``path`` and ``raw_path`` include ``root_path``.  Header
+    values may be ``str`` or ``bytes``.
+    """
+    return {
+        **_connection(environ),
+        "type": "http",
+        "method": environ["REQUEST_METHOD"],
+        "scheme": environ.get("wsgi.url_scheme", "http"),
+        "extensions": {},
+    }
+
+
+def websocket_scope_from_environ(
+    environ: Environ, subprotocols: Iterable[str] = ()
+) -> WebSocketScope:
+    """Build the ASGI ``websocket`` scope a server would make for this handshake.
+
+    As :func:`scope_from_environ`, plus the requested ``subprotocols``; the
+    scope offers the ``websocket.http.response`` extension, so the
+    application can refuse a handshake with a full HTTP response.
+    """
+    return {
+        **_connection(environ),
+        "type": "websocket",
+        "scheme": "wss" if environ.get("wsgi.url_scheme") == "https" else "ws",
+        "subprotocols": list(subprotocols),
+        "extensions": {"websocket.http.response": {}},
+    }

@@ -11,7 +11,7 @@ from typing import Any
 from webob.headers import ResponseHeaders
 
 from ..exceptions import HandshakeRefused, WebsocketClosed
-from ..types import ASGIApp, Message, Scope
+from ..types import ASGIApp, ReceiveEvent, SendEvent, WebSocketScope
 from .http import response_headers
 from .loop import AppCall, TestLoop
 
@@ -39,14 +39,14 @@ class WebSocketSession:
         self,
         loop: TestLoop,
         app: ASGIApp,
-        scope: Scope,
+        scope: WebSocketScope,
         check: Callable[[], None],
         header_names: Mapping[str, str],
     ):
         self._header_names = header_names
         self._path = scope["path"]
-        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
-        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._inbox: asyncio.Queue[ReceiveEvent] = asyncio.Queue()
+        self._outbox: asyncio.Queue[SendEvent] = asyncio.Queue()
         #: The close code, once the connection is closed (by either side).
         self.close_code: int | None = None
         #: The close reason, once the application closed the connection.
@@ -64,14 +64,14 @@ class WebSocketSession:
             return
         self._refuse(first)
 
-    def _refuse(self, first: Message | None) -> None:
+    def _refuse(self, first: SendEvent | None) -> None:
         status, headers, body = 403, ResponseHeaders(), b""
         if first is not None and first["type"] == "websocket.http.response.start":
             status = first["status"]
             headers = response_headers(first, self._header_names)
             while True:
                 message = self._call.next(f"the refusal body of {self._path}")
-                if message is None:
+                if message is None or message["type"] != "websocket.http.response.body":
                     break
                 body += message.get("body", b"")
                 if not message.get("more_body", False):
@@ -81,18 +81,18 @@ class WebSocketSession:
 
     # -- sending ---------------------------------------------------------------------
 
-    def _put(self, message: Message) -> None:
+    def _put(self, message: ReceiveEvent) -> None:
         if self.close_code is not None:
             raise WebsocketClosed(self.close_code, self.close_reason)
         self._inbox.put_nowait(message)
 
     def send_text(self, data: str) -> None:
         """Send a text message."""
-        self._put({"type": "websocket.receive", "text": data})
+        self._put({"type": "websocket.receive", "bytes": None, "text": data})
 
     def send_bytes(self, data: bytes) -> None:
         """Send a binary message."""
-        self._put({"type": "websocket.receive", "bytes": bytes(data)})
+        self._put({"type": "websocket.receive", "bytes": bytes(data), "text": None})
 
     def send_json(self, data: Any) -> None:
         """Send ``data`` as JSON in a text message."""
@@ -111,16 +111,20 @@ class WebSocketSession:
         message = self._call.next(f"a message from {self._path}")
         if message is None:
             # The application returned without closing: servers close with 1000.
-            message = {"type": "websocket.close", "code": 1000}
-        if message["type"] == "websocket.close":
+            code, reason = 1000, ""
+        elif message["type"] == "websocket.close":
             code, reason = message.get("code", 1000), message.get("reason") or ""
-            self._closed_by_app(code, reason)
-            raise WebsocketClosed(code, reason)
-        text: str | None = message.get("text")
-        if text is not None:
-            return text
-        data: bytes = message["bytes"]
-        return data
+        elif message["type"] == "websocket.send":
+            text = message.get("text")
+            return text if text is not None else message.get("bytes") or b""
+        else:
+            raise RuntimeError(
+                f"The application sent {message['type']!r} on the accepted WebSocket "
+                f"connection to {self._path}: only 'websocket.send' and 'websocket.close' "
+                "are valid there (ASGI)."
+            )
+        self._closed_by_app(code, reason)
+        raise WebsocketClosed(code, reason)
 
     def receive_text(self) -> str:
         """The next message, which must be text."""
@@ -146,13 +150,13 @@ class WebSocketSession:
         """Close the connection with ``code``; waits for the application to end.  Idempotent."""
         if self.close_code is None:
             self.close_code = code
-            self._inbox.put_nowait({"type": "websocket.disconnect", "code": code})
+            self._inbox.put_nowait({"type": "websocket.disconnect", "code": code, "reason": ""})
         self._finish()
 
     def _closed_by_app(self, code: int, reason: str) -> None:
         self.close_code, self.close_reason = code, reason
         # As a server does once the close is sent: a view still reading sees the end.
-        self._inbox.put_nowait({"type": "websocket.disconnect", "code": code})
+        self._inbox.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
         self._finish()
 
     def _finish(self) -> None:

@@ -29,7 +29,8 @@ from aiopyramid_ng.asgi.body import SPOOL_SIZE
 from aiopyramid_ng.events import ApplicationShutdown, ApplicationStartup
 from aiopyramid_ng.interfaces import IAppExecutor
 from aiopyramid_ng.settings import MAX_BODY_SIZE
-from aiopyramid_ng.types import Environ, Message, Receive, Send, StartResponse
+from aiopyramid_ng.types import AnyReceive, AnySend, Environ, StartResponse
+from tests.support.asgi import Message
 from tests.support.asgi_app import FILE_CONTENT, Middleware, make_router
 from tests.support.leaks import LeakCheck
 from tests.support.probe import Probe
@@ -520,7 +521,7 @@ def test_websocket_without_a_websocket_view_is_refused(
     # Routed like any request (see test_websocket.py): no view here, so the
     # handshake is refused by closing before accepting.
     with caplog.at_level(logging.INFO):
-        assert asyncio.run(scenario()) == {"type": "websocket.close", "code": 1000}
+        assert asyncio.run(scenario()) == {"type": "websocket.close", "code": 1000, "reason": ""}
     assert "Refused the WebSocket handshake to '/ws' with status 404" in caplog.text
 
 
@@ -744,7 +745,7 @@ def test_request_view_sees_the_scope(served: Served) -> None:
 # -- edges of the protocol ---------------------------------------------------------------
 
 
-def scripted_receive(*messages: Message, then_raise: BaseException | None = None) -> Receive:
+def scripted_receive(*messages: Message, then_raise: BaseException | None = None) -> AnyReceive:
     """receive(): the given messages, then raise ``then_raise`` or wait forever."""
     pending = list(messages)
 
@@ -759,7 +760,7 @@ def scripted_receive(*messages: Message, then_raise: BaseException | None = None
     return receive
 
 
-def collecting_send(sent: list[Message]) -> Send:
+def collecting_send(sent: list[Message]) -> AnySend:
     async def send(message: Message) -> None:
         sent.append(message)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from aiopyramid_ng.asgi.disconnect import DisconnectWatch
-from aiopyramid_ng.types import Message
+from tests.support.asgi import Message
 
 
 class Channel:

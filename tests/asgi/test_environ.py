@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from aiopyramid_ng.asgi.environ import MIN_FILE_CHUNK, FileWrapper, build_environ, wsgi_path
+from aiopyramid_ng.asgi.environ import (
+    MIN_FILE_CHUNK,
+    FileWrapper,
+    build_environ,
+    handshake_environ,
+    wsgi_path,
+)
+from aiopyramid_ng.types import HTTPScope, WebSocketScope
 
 
-def scope(**overrides: Any) -> dict[str, Any]:
+def scope(**overrides: Any) -> HTTPScope:
+    """An ``http`` scope; servers leave out keys that asgiref's type requires, as some here do."""
     base: dict[str, Any] = {
         "type": "http",
         "http_version": "1.1",
@@ -25,7 +33,7 @@ def scope(**overrides: Any) -> dict[str, Any]:
         "client": ("10.0.0.7", 51000),
     }
     base.update(overrides)
-    return base
+    return cast(HTTPScope, base)
 
 
 def environ_of(**overrides: Any) -> dict[str, Any]:
@@ -148,3 +156,15 @@ def test_file_wrapper_reads_in_large_chunks_and_closes() -> None:
     assert [len(chunk) for chunk in wrapper] == [MIN_FILE_CHUNK, MIN_FILE_CHUNK, 1]
     wrapper.close()
     assert file.closed
+
+
+def test_handshake_environ_is_a_get_without_body() -> None:
+    handshake = cast(
+        WebSocketScope,
+        {**scope(), "type": "websocket", "scheme": "wss", "subprotocols": ["chat"]},
+    )
+    del handshake["method"]  # type: ignore[typeddict-item]
+    environ = handshake_environ(handshake)
+    assert (environ["REQUEST_METHOD"], environ["wsgi.url_scheme"]) == ("GET", "https")
+    assert (environ["CONTENT_LENGTH"], environ["wsgi.input"].read()) == ("", b"")
+    assert environ["asgi.scope"] is handshake

@@ -25,12 +25,12 @@ from aiopyramid_ng.exceptions import see
 from aiopyramid_ng.interfaces import IWebsocketConnections
 from aiopyramid_ng.settings import WEBSOCKET_ALLOWED_ORIGINS
 from aiopyramid_ng.testing import TestApp
-from aiopyramid_ng.types import Message
 from aiopyramid_ng.websocket import WebsocketConnectionView, WebsocketMapper
 from aiopyramid_ng.websocket.mapper import _accepts
 from aiopyramid_ng.websocket.origins import origin_allowed, parse_origins
 from aiopyramid_ng.websocket.tracking import OpenConnections
 from tests.support.apps import make_app
+from tests.support.asgi import Message
 from tests.support.leaks import LeakCheck
 from tests.support.probe import Probe
 from tests.support.websocket_app import echo, make_router
@@ -158,10 +158,18 @@ async def refusal(app: ASGIApplication, scope: dict[str, Any]) -> tuple[int, byt
 def test_echo_text_and_binary(served: Served, path: str, leak_check: LeakCheck) -> None:
     async def scenario() -> None:
         client = Client(served.app, ws_scope(path))
-        assert await client.accepted() == {"type": "websocket.accept", "subprotocol": None}
+        assert await client.accepted() == {
+            "type": "websocket.accept",
+            "subprotocol": None,
+            "headers": [],
+        }
         assert await client.ask("h\u00e9llo") == "h\u00e9llo"
         await client.send_bytes(b"\x00\xff")
-        assert await client.receive() == {"type": "websocket.send", "bytes": b"\x00\xff"}
+        assert await client.receive() == {
+            "type": "websocket.send",
+            "bytes": b"\x00\xff",
+            "text": None,
+        }
         await client.disconnect()
         await client.done()
         leak_check.assert_clean(asyncio.get_running_loop())
@@ -503,7 +511,7 @@ def test_refusal_without_the_http_response_extension_closes_before_accepting(
         await client.done()
         return message
 
-    assert run(scenario) == {"type": "websocket.close", "code": 1000}
+    assert run(scenario) == {"type": "websocket.close", "code": 1000, "reason": ""}
 
 
 def test_unrouted_path_is_404(served: Served) -> None:
@@ -838,7 +846,7 @@ def test_refused_1001_closes_with_1000(served: Served) -> None:
             await client.communicator.future
         return message
 
-    assert run(scenario) == {"type": "websocket.close", "code": 1000}
+    assert run(scenario) == {"type": "websocket.close", "code": 1000, "reason": ""}
 
 
 def test_connection_state_seen_by_the_view(served: Served) -> None:
