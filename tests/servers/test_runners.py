@@ -252,6 +252,26 @@ def test_uvicorn_config_serves_the_wrapped_app_and_keeps_logging() -> None:
     assert config.log_config is None
 
 
+def test_uvicorn_runner_picks_uvloop_and_httptools_by_default() -> None:
+    """``pip install aiopyramid_ng[uvicorn]`` brings uvicorn[standard]; the runner uses it."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    config = uvicorn_config(lambda environ, start_response: [], {})
+    config.load()
+    assert (config.loop, config.http) == ("auto", "auto")
+    assert config.http_protocol_class is HttpToolsProtocol
+    factory = config.get_loop_factory()
+    assert factory is not None
+    loop = factory()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
+    # An explicit choice still wins.
+    classic = uvicorn_config(lambda environ, start_response: [], {"http": "h11", "loop": "asyncio"})
+    assert (classic.loop, classic.http) == ("asyncio", "h11")
+
+
 def test_hypercorn_config_uses_the_ini_loggers() -> None:
     config = hypercorn_config(
         {"listen": "127.0.0.1:1 [::1]:2", "keep_alive_timeout": "2.5", "graceful_timeout": "0"}
