@@ -7,14 +7,19 @@ Every server serves every scenario's route, so one process per
   ``config.make_asgi_app()``, on uvicorn;
 * ``raw ASGI``: a bare ASGI callable (hello world only), on uvicorn;
 * ``Starlette``: the same endpoints written for Starlette, on uvicorn;
-* ``waitress``: the same Pyramid application without aiopyramid_ng (plain
-  views), on waitress;
+* ``waitress``, ``gunicorn``: the same Pyramid application without
+  aiopyramid_ng (plain views), on waitress and on gunicorn, each with its
+  defaults (waitress: 4 threads; gunicorn: one synchronous worker);
 * ``WsgiToAsgi``: that application wrapped in ``asgiref.wsgi.WsgiToAsgi``
   (the Pyramid cookbook's ASGI recipe), on uvicorn;
 * ``a2wsgi``: that application wrapped in ``a2wsgi.WSGIMiddleware``, on uvicorn.
 
 Views that wait use ``await asyncio.sleep`` where the server runs coroutines
 and ``time.sleep`` where a plain WSGI view has no other way to wait.
+
+uvicorn runs in one of :data:`UVICORN_CONFIGS`: ``standard`` (uvloop and
+httptools, what ``uvicorn[standard]`` installs and users deploy) or ``h11``
+(the pure-Python parser on the asyncio loop).
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ import resource
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+
+#: uvicorn's event loop and HTTP parser for each configuration.  Named
+#: explicitly, so a missing uvloop or httptools fails the run instead of
+#: silently measuring the fallback.
+UVICORN_CONFIGS = {
+    "standard": {"loop": "uvloop", "http": "httptools"},
+    "h11": {"loop": "asyncio", "http": "h11"},
+}
 
 WAIT = 0.05
 HELLO = b"Hello, world!"
@@ -184,7 +197,22 @@ def raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def serve(server: str, port: int) -> None:
+def _gunicorn(app: Any, port: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    class Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            # gunicorn's defaults (one synchronous worker), on this port.
+            self.cfg.set("bind", f"127.0.0.1:{port}")
+            self.cfg.set("loglevel", "warning")
+
+        def load(self) -> Any:
+            return app
+
+    Gunicorn().run()
+
+
+def serve(server: str, port: int, uvicorn_config: str = "standard") -> None:
     """Run ``server`` on 127.0.0.1:``port`` until terminated."""
     raise_fd_limit()
     if server == "waitress":
@@ -192,6 +220,9 @@ def serve(server: str, port: int) -> None:
 
         # waitress's defaults (4 threads), as pserve runs it.
         waitress.serve(pyramid_app(False), host="127.0.0.1", port=port, _quiet=True)
+        return
+    if server == "gunicorn":
+        _gunicorn(pyramid_app(False), port)
         return
     import uvicorn
 
@@ -224,4 +255,5 @@ def serve(server: str, port: int) -> None:
         # (python/cpython#140947), which breaks asgiref's thread handling.
         reset_contextvars=True,
         backlog=4096,
+        **UVICORN_CONFIGS[uvicorn_config],
     )

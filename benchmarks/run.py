@@ -1,5 +1,9 @@
 """Benchmarks: aiopyramid_ng on uvicorn against raw ASGI, Starlette and other ways to run Pyramid.
 
+uvicorn runs as users deploy it, with uvloop and httptools
+(``uvicorn[standard]``); ``--uvicorn standard,h11`` adds a second pass on
+the asyncio loop and h11.
+
 For every round, every scenario and every server (see ``apps.py``), in an
 order that rotates each round: start the server in its own process on a free
 port of 127.0.0.1, wait until it accepts connections, warm it up, load it for
@@ -14,6 +18,7 @@ median over rounds of its ratio to each baseline measured in the same round.
 
     python benchmarks/run.py                      # every scenario, 3 rounds
     python benchmarks/run.py --scenarios hello,ws-echo --duration 3 --rounds 5
+    python benchmarks/run.py --uvicorn standard,h11  # also on the pure-Python parser and loop
     python benchmarks/run.py --list               # the scenarios and servers
 
 Nothing is installed: the servers need ``pip install -e '.[bench]'``.
@@ -40,7 +45,7 @@ from pathlib import Path
 from load import Request, Result, builtin_load, websocket_echo, websocket_idle, wrk_load
 
 NG = "aiopyramid_ng"
-BASELINES = ("raw ASGI", "Starlette", "waitress", "WsgiToAsgi", "a2wsgi")
+BASELINES = ("raw ASGI", "Starlette", "waitress", "gunicorn", "WsgiToAsgi", "a2wsgi")
 FORM = b"&".join(b"field%d=%s" % (i, b"v" * 250) for i in range(250))[: 64 * 1024]
 
 
@@ -52,7 +57,7 @@ class Scenario:
     variants: dict[str, Request]
     baseline: Request
     connections: int
-    servers: tuple[str, ...] = BASELINES[1:]
+    servers: tuple[str, ...] = ("Starlette", "waitress", "WsgiToAsgi", "a2wsgi")
     #: "http", "ws-echo" or "ws-idle".
     kind: str = "http"
 
@@ -64,15 +69,22 @@ def _get(path: str) -> Request:
 SCENARIOS = [
     Scenario(
         "hello",
-        "hello world, 64 connections",
-        {
-            f"{NG} async def": _get("/hello"),
-            f"{NG} sync (executor)": _get("/hello-sync"),
-            f"{NG} GreenletMapper": _get("/hello-greenlet"),
-        },
+        "hello world from an async def view, 64 connections",
+        {f"{NG} async def": _get("/hello")},
         _get("/hello"),
         64,
-        BASELINES,
+        ("raw ASGI", "Starlette", "waitress", "WsgiToAsgi", "a2wsgi"),
+    ),
+    Scenario(
+        "plain",
+        "hello world from a plain def view, 64 connections",
+        {
+            f"{NG} plain def": _get("/hello-sync"),
+            f"{NG} GreenletMapper": _get("/hello-greenlet"),
+        },
+        _get("/hello-sync"),
+        64,
+        ("waitress", "gunicorn"),
     ),
     Scenario(
         "await-200",
@@ -188,13 +200,13 @@ class Server:
                 self.process.wait()
 
 
-def start_server(name: str, cores: set[int] | None, logs: Path) -> Server:
+def start_server(name: str, config: str, cores: set[int] | None, logs: Path) -> Server:
     port = free_port()
-    log = logs / f"{name.replace(' ', '-')}-{port}.log"
+    log = logs / f"{name.replace(' ', '-')}-{config}-{port}.log"
     here = Path(__file__).resolve().parent
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, str(here / "run.py"), "--serve", name, str(port)],
+            [sys.executable, str(here / "run.py"), "--serve", name, str(port), config],
             stdout=output,
             stderr=subprocess.STDOUT,
         )
@@ -218,6 +230,8 @@ def start_server(name: str, cores: set[int] | None, logs: Path) -> Server:
 
 @dataclass
 class Run:
+    #: The uvicorn configuration (``UVICORN_CONFIGS``) of the run.
+    config: str
     round: int
     scenario: str
     variant: str
@@ -296,6 +310,7 @@ def settle(port: int, path: str, timeout: float) -> None:
 
 
 def run_one(
+    config: str,
     number: int,
     scenario: Scenario,
     variant: str,
@@ -305,13 +320,20 @@ def run_one(
     logs: Path,
     options: Options,
 ) -> Run:
-    server = start_server(server_name, server_cores, logs)
+    server = start_server(server_name, config, server_cores, logs)
     try:
         result, per_connection = measure(server, scenario, request, options)
-        peak = memory_kib(server.process.pid, "VmHWM") / 1024
+        # gunicorn serves from a worker process: its peak is the one that counts.
+        pids = [server.process.pid, *child_pids(server.process.pid)]
+        peak = max(memory_kib(pid, "VmHWM") for pid in pids) / 1024
     finally:
         server.stop()
-    return Run(number, scenario.name, variant, result, peak, per_connection)
+    return Run(config, number, scenario.name, variant, result, peak, per_connection)
+
+
+def child_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.exists() else []
 
 
 # --- reporting -------------------------------------------------------------------------------
@@ -324,67 +346,110 @@ def print_run(run: Run) -> None:
     else:
         figures = f"{result.per_second:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f}{'':>9}"
     print(
-        f"{run.round:>3}  {run.scenario:<10} {run.variant:<27} {figures} "
+        f"{run.config:<8} {run.round:>3}  {run.scenario:<10} {run.variant:<27} {figures} "
         f"{result.errors:>6} {run.peak_rss_mib:>7.1f}",
         flush=True,
     )
 
 
-def summarize(runs: list[Run]) -> list[tuple[str, str, float, float, int, float, dict[str, float]]]:
-    """Medians per (scenario, variant), and per-round ratios of aiopyramid_ng to each baseline."""
-    by_key: dict[tuple[str, str], list[Run]] = defaultdict(list)
+@dataclass
+class Row:
+    """The medians of one (configuration, scenario, variant) over its rounds."""
+
+    config: str
+    scenario: str
+    variant: str
+    per_second: float
+    p99_ms: float
+    errors: int
+    peak_rss_mib: float
+    #: Baseline -> median of the per-round ratios of req/s (for ws-idle: of
+    #: KiB per connection, lower is better).
+    ratios: dict[str, float]
+    #: Baseline -> median of the per-round ratios of p99 latency and of peak RSS.
+    p99_ratios: dict[str, float]
+    rss_ratios: dict[str, float]
+    kib_per_connection: float = float("nan")
+
+
+def _ratio(ours: float, theirs: float) -> float:
+    return ours / theirs if theirs > 0 else float("inf")
+
+
+def summarize(runs: list[Run]) -> list[Row]:
+    """Medians per (configuration, scenario, variant), with per-round ratios to each baseline."""
+    by_key: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        by_key[run.scenario, run.variant].append(run)
+        by_key[run.config, run.scenario, run.variant].append(run)
     rows = []
-    for (scenario, variant), group in by_key.items():
+    for (config, scenario, variant), group in by_key.items():
         ratios: dict[str, float] = {}
+        p99_ratios: dict[str, float] = {}
+        rss_ratios: dict[str, float] = {}
         if variant.startswith(NG):
             for baseline in BASELINES:
-                per_round = []
-                for run in group:
-                    other = next(
-                        (o for o in by_key.get((scenario, baseline), []) if o.round == run.round),
-                        None,
-                    )
-                    if other is None:
-                        continue
-                    if scenario == "ws-idle":
-                        # Memory: lower is better; the ratio is our cost / the baseline's.
-                        if other.kib_per_connection > 0:
-                            per_round.append(run.kib_per_connection / other.kib_per_connection)
-                    elif other.result.per_second > 0:
-                        per_round.append(run.result.per_second / other.result.per_second)
-                    else:
-                        per_round.append(float("inf"))
-                if per_round:
-                    ratios[baseline] = statistics.median(per_round)
+                pairs = [
+                    (run, other)
+                    for run in group
+                    for other in by_key.get((config, scenario, baseline), [])
+                    if other.round == run.round
+                ]
+                if not pairs:
+                    continue
+                if scenario == "ws-idle":
+                    # Memory: lower is better; the ratio is our cost / the baseline's.
+                    rate = [_ratio(r.kib_per_connection, o.kib_per_connection) for r, o in pairs]
+                else:
+                    rate = [_ratio(r.result.per_second, o.result.per_second) for r, o in pairs]
+                ratios[baseline] = statistics.median(rate)
+                p99_ratios[baseline] = statistics.median(
+                    _ratio(r.result.p99_ms, o.result.p99_ms) for r, o in pairs
+                )
+                rss_ratios[baseline] = statistics.median(
+                    _ratio(r.peak_rss_mib, o.peak_rss_mib) for r, o in pairs
+                )
         rows.append(
-            (
+            Row(
+                config,
                 scenario,
                 variant,
                 statistics.median(r.result.per_second for r in group),
                 statistics.median(r.result.p99_ms for r in group),
                 sum(r.result.errors for r in group),
                 max(r.peak_rss_mib for r in group),
-                ratios
-                | (
-                    {"KiB/conn": statistics.median(r.kib_per_connection for r in group)}
-                    if scenario == "ws-idle"
-                    else {}
-                ),
+                ratios,
+                p99_ratios,
+                rss_ratios,
+                statistics.median(r.kib_per_connection for r in group),
             )
         )
     return rows
 
 
+@dataclass
+class Target:
+    scenario: str
+    variant: str
+    baseline: str
+    #: "rate" (ours / theirs, at least ``bound``), "p99" or "rss" (ours /
+    #: theirs, at most ``bound``), "ws-idle" (KiB per connection, at most).
+    metric: str
+    bound: float
+    #: Also require a run without errors.
+    no_errors: bool = False
+
+
+#: The project's targets, on the standard configuration (uvicorn[standard]).
 TARGETS = [
-    # (scenario, variant, baseline, minimum ratio or None, maximum ratio or None, note)
-    ("hello", f"{NG} async def", "Starlette", 0.6, None),
-    ("hello", f"{NG} async def", "WsgiToAsgi", 6.0, None),
-    ("hello", f"{NG} sync (executor)", "waitress", 1.2, None),
-    ("await-1000", f"{NG} async def", "Starlette", 0.8, None),
-    ("ws-echo", f"{NG} WebsocketMapper", "Starlette", 0.7, None),
-    ("ws-idle", f"{NG} WebsocketMapper", "Starlette", None, 1.5),
+    Target("hello", f"{NG} async def", "Starlette", "rate", 0.6),
+    Target("hello", f"{NG} async def", "WsgiToAsgi", "rate", 6.0),
+    Target("plain", f"{NG} plain def", "waitress", "rate", 1.0),
+    Target("plain", f"{NG} GreenletMapper", "waitress", "rate", 1.5),
+    Target("await-1000", f"{NG} async def", "Starlette", "rate", 0.75, no_errors=True),
+    Target("await-1000", f"{NG} async def", "Starlette", "p99", 1.0),
+    Target("await-1000", f"{NG} async def", "Starlette", "rss", 1.3),
+    Target("ws-echo", f"{NG} WebsocketMapper", "Starlette", "rate", 0.7),
+    Target("ws-idle", f"{NG} WebsocketMapper", "Starlette", "ws-idle", 1.5),
 ]
 
 
@@ -394,36 +459,42 @@ def print_summary(runs: list[Run]) -> None:
     print("Medians over rounds; ratios are medians of per-round ratios (aiopyramid_ng / baseline;")
     print("for ws-idle, KiB of RSS per connection / the baseline's, lower is better).")
     header = (
-        f"{'scenario':<10} {'server':<27} {'req/s':>9} {'p99 ms':>8} {'errors':>6} "
-        f"{'peak MiB':>8}  " + " ".join(f"{'x ' + b:>13}" for b in BASELINES)
+        f"{'uvicorn':<8} {'scenario':<10} {'server':<27} {'req/s':>9} {'p99 ms':>8} "
+        f"{'errors':>6} {'peak MiB':>8}  " + " ".join(f"{'x ' + b:>13}" for b in BASELINES)
     )
     print(header)
     print("-" * len(header))
-    for scenario, variant, per_second, p99, errors, peak, ratios in rows:
-        cells = " ".join(f"{ratios[b]:>13.2f}" if b in ratios else f"{'':>13}" for b in BASELINES)
-        extra = f"  {ratios['KiB/conn']:.1f} KiB/conn" if "KiB/conn" in ratios else ""
+    for row in rows:
+        cells = " ".join(
+            f"{row.ratios[b]:>13.2f}" if b in row.ratios else f"{'':>13}" for b in BASELINES
+        )
+        extra = f"  {row.kib_per_connection:.1f} KiB/conn" if row.scenario == "ws-idle" else ""
         print(
-            f"{scenario:<10} {variant:<27} {per_second:>9.0f} {p99:>8.2f} {errors:>6} "
-            f"{peak:>8.1f}  {cells}{extra}"
+            f"{row.config:<8} {row.scenario:<10} {row.variant:<27} {row.per_second:>9.0f} "
+            f"{row.p99_ms:>8.2f} {row.errors:>6} {row.peak_rss_mib:>8.1f}  {cells}{extra}"
         )
     print()
-    print("Targets:")
-    found = {(s, v): r for s, v, _, _, _, _, r in rows}
-    errors_of = {(s, v): e for s, v, _, _, e, _, _ in rows}
-    for scenario, variant, baseline, low, high in TARGETS:
-        ratio = found.get((scenario, variant), {}).get(baseline)
+    print("Targets (uvicorn standard):")
+    found = {(r.config, r.scenario, r.variant): r for r in rows}
+    for target in TARGETS:
+        row = found.get(("standard", target.scenario, target.variant))
+        if row is None:
+            continue
+        ratios = {"p99": row.p99_ratios, "rss": row.rss_ratios}.get(target.metric, row.ratios)
+        ratio = ratios.get(target.baseline)
         if ratio is None:
             continue
-        met = (low is None or ratio >= low) and (high is None or ratio <= high)
-        wanted = f">= {low}" if low is not None else f"<= {high}"
+        at_least = target.metric == "rate"
+        met = ratio >= target.bound if at_least else ratio <= target.bound
         note = ""
-        if scenario == "await-1000":
-            errors = errors_of[scenario, variant]
-            met = met and errors == 0
-            note = f", {errors} errors (0 wanted)"
+        if target.no_errors:
+            met = met and row.errors == 0
+            note = f", {row.errors} errors (0 wanted)"
+        wanted = f"{'>=' if at_least else '<='} {target.bound}"
+        label = {"rate": "", "ws-idle": " KiB/conn"}.get(target.metric, f" {target.metric}")
         print(
-            f"  {scenario:<10} {variant:<27} vs {baseline:<10} {ratio:>6.2f}x "
-            f"(wanted {wanted}){note}: {'met' if met else 'MISSED'}"
+            f"  {target.scenario:<10} {target.variant:<27}{label} vs {target.baseline:<10} "
+            f"{ratio:>6.2f}x (wanted {wanted}){note}: {'met' if met else 'MISSED'}"
         )
 
 
@@ -465,14 +536,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--load", choices=("auto", "wrk", "builtin"), default="auto", help="HTTP load generator"
     )
+    parser.add_argument(
+        "--uvicorn",
+        default="standard",
+        help="uvicorn configurations, comma-separated, of: standard (uvloop and httptools, "
+        "the default), h11 (asyncio and h11)",
+    )
     parser.add_argument("--list", action="store_true", help="list scenarios and exit")
-    parser.add_argument("--serve", nargs=2, metavar=("SERVER", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", nargs=3, metavar=("SERVER", "PORT", "CONFIG"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.serve:
         from apps import serve
 
-        serve(args.serve[0], int(args.serve[1]))
+        serve(args.serve[0], int(args.serve[1]), args.serve[2])
         return
+    from apps import UVICORN_CONFIGS
+
+    configs = args.uvicorn.split(",")
+    if set(configs) - set(UVICORN_CONFIGS):
+        parser.error(
+            f"unknown uvicorn configurations: {', '.join(set(configs) - set(UVICORN_CONFIGS))}"
+        )
     if args.list:
         for scenario in SCENARIOS:
             variants = ", ".join(scenario.variants)
@@ -510,24 +596,34 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("cores not pinned (fewer than two available)")
     logs = Path(tempfile.mkdtemp(prefix="aiopyramid_ng-bench-"))
     print(
-        f"{'rnd':>3}  {'scenario':<10} {'server':<27} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+        f"{'uvicorn':<8} {'rnd':>3}  {'scenario':<10} {'server':<27} {'req/s':>9} "
+        f"{'p50 ms':>8} {'p99 ms':>8}"
         f"{'':>9} {'errors':>6} {'peakMiB':>7}"
     )
     runs: list[Run] = []
     started = time.monotonic()
-    for number in range(1, args.rounds + 1):
-        for scenario in chosen:
-            entries: list[tuple[str, str, Request]] = [
-                (variant, NG, request) for variant, request in scenario.variants.items()
-            ] + [(b, b, scenario.baseline) for b in scenario.servers if b in baselines]
-            # Rotate the order each round, so a drift in machine load is shared.
-            shift = (number - 1) % len(entries)
-            for variant, server_name, request in entries[shift:] + entries[:shift]:
-                run = run_one(
-                    number, scenario, variant, server_name, request, server_cores, logs, options
-                )
-                runs.append(run)
-                print_run(run)
+    for config in configs:
+        for number in range(1, args.rounds + 1):
+            for scenario in chosen:
+                entries: list[tuple[str, str, Request]] = [
+                    (variant, NG, request) for variant, request in scenario.variants.items()
+                ] + [(b, b, scenario.baseline) for b in scenario.servers if b in baselines]
+                # Rotate the order each round, so a drift in machine load is shared.
+                shift = (number - 1) % len(entries)
+                for variant, server_name, request in entries[shift:] + entries[:shift]:
+                    run = run_one(
+                        config,
+                        number,
+                        scenario,
+                        variant,
+                        server_name,
+                        request,
+                        server_cores,
+                        logs,
+                        options,
+                    )
+                    runs.append(run)
+                    print_run(run)
     print(f"\n{len(runs)} runs in {time.monotonic() - started:.0f} s")
     print_summary(runs)
     report_server_errors(logs)
