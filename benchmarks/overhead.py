@@ -44,7 +44,10 @@ from aiopyramid_ng.config import (
     ExecutorMapper,
     GreenletMapper,
 )
-from aiopyramid_ng.types import Message
+
+
+# A message as this driver builds and reads it: a plain dict.
+Message = dict[str, Any]
 
 
 def hello(request: Request) -> Response:
