@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import queue
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future
@@ -95,27 +94,73 @@ async def run_in_thread(
     cancelled with the caller, so the thread sees ``CancelledError`` there
     and can unwind early.
     """
+    loop = asyncio.get_running_loop()
     context = contextvars.copy_context()
-    # The thread may wait on coroutines (synchronize, await_): they go to this loop.
-    context.run(bind_loop, asyncio.get_running_loop())
     thread_call = _ThreadCall()
-    context.run(_thread_call.set, thread_call)
-    call = functools.partial(func, *args, **kwargs)
+    # The thread may wait on coroutines (synchronize, await_): they go to this
+    # loop, and are cancelled with this call.  One context.run sets both.
+    context.run(_enter_thread_call, loop, thread_call)
+    # One loop future, resolved from the worker by a single
+    # call_soon_threadsafe: cheaper by two futures and their callbacks than
+    # asyncio.wrap_future plus asyncio.shield, on every plain view.
+    outcome: asyncio.Future[T] = loop.create_future()
+
+    def work() -> None:
+        # In the worker thread.
+        try:
+            result = context.run(func, *args, **kwargs)
+        except BaseException as exc:  # all of it is the caller's to see, as a call's would be
+            _report(loop, _fail, outcome, exc)
+        else:
+            _report(loop, _succeed, outcome, result)
+
     worker = _waiting_worker.get(None)
-    submitted: Future[T]
+    submitted: Future[None]
     if worker is None or not worker.waiting:
-        submitted = executor.submit(context.run, call)
+        submitted = executor.submit(work)
     else:
         submitted = Future()
-        worker.inbox.put((submitted, context, call))
-    future = asyncio.wrap_future(submitted)
+        worker.inbox.put((submitted, contextvars.Context(), work))
     try:
-        return await asyncio.shield(future)
+        # Awaiting the loop future directly: a cancellation of the caller
+        # cancels it, and the thread's late outcome is then dropped by
+        # _succeed/_fail.  The thread itself is still waited for below.
+        return await outcome
     except asyncio.CancelledError:
         if not submitted.cancel():
             thread_call.cancel()
-            await _finish_despite_cancellation(future)
+            await _finish_despite_cancellation(asyncio.wrap_future(submitted))
         raise
+
+
+def _enter_thread_call(loop: asyncio.AbstractEventLoop, thread_call: _ThreadCall) -> None:
+    bind_loop(loop)
+    _thread_call.set(thread_call)
+
+
+def _report(
+    loop: asyncio.AbstractEventLoop,
+    resolve: Callable[[asyncio.Future[Any], Any], None],
+    outcome: asyncio.Future[Any],
+    value: Any,
+) -> None:
+    # From the worker thread.  A loop closed while the thread ran has nobody
+    # left waiting for the outcome.
+    try:
+        loop.call_soon_threadsafe(resolve, outcome, value)
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
+
+
+def _succeed(outcome: asyncio.Future[T], result: T) -> None:
+    if not outcome.done():  # cancelled while the thread ran
+        outcome.set_result(result)
+
+
+def _fail(outcome: asyncio.Future[Any], exc: BaseException) -> None:
+    if not outcome.done():
+        outcome.set_exception(exc)
 
 
 async def _finish_despite_cancellation(future: asyncio.Future[Any]) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -235,6 +235,31 @@ def test_cancelled_executor_work_that_never_started_is_withdrawn() -> None:
 
     asyncio.run(main())
     assert ran == []
+
+
+def test_executor_work_outliving_its_closed_loop_ends_quietly() -> None:
+    """A loop closed while its thread runs: the thread's outcome has nobody to go to."""
+    release = threading.Event()
+    submitted: list[Future[Any]] = []
+
+    class RecordingPool(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            future = super().submit(fn, *args, **kwargs)
+            submitted.append(future)
+            return future
+
+    with RecordingPool(1) as pool:
+        loop = asyncio.new_event_loop()
+        call = run_in_thread(pool, release.wait, 5)
+        task = loop.create_task(call)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()  # the task is still waiting for the thread
+        release.set()
+        assert submitted[0].result(timeout=5) is None  # the worker raised nothing
+    assert not task.done()
+    call.close()
+    del task  # asyncio logs the pending Task it destroys here, inside the test
+    gc.collect()
 
 
 def test_cancelled_executor_work_that_fails_is_not_reported_as_lost() -> None:
