@@ -23,6 +23,9 @@ ORDERS: dict[str, int] = {
     # are built (PHASE3): a view's permission check keeps the policy it finds
     # when it is built.
     "wrap_security_policy": (PHASE2_CONFIG + PHASE3_CONFIG) // 2,
+    # After every ordinary action, so every add_traverser() is registered:
+    # the ContextFound check is subscribed only if another traverser exists.
+    "check_unawaited_contexts": 9_000,
     # After every ordinary action, so the session factory registered last is seen.
     "wrap_session_factory": 9_000,
     # After every ordinary action (so it wraps pyramid_retry's policy, say) and

@@ -24,8 +24,16 @@ from __future__ import annotations
 from typing import Any
 
 from pyramid.config import Configurator
+from pyramid.events import (
+    ApplicationCreated,
+    BeforeRender,
+    BeforeTraversal,
+    ContextFound,
+    NewRequest,
+    NewResponse,
+)
 from pyramid.registry import Registry
-from zope.interface import providedBy
+from zope.interface import implementedBy, providedBy
 
 from .coroutines import resolve
 
@@ -49,17 +57,40 @@ class AwaitingNotify:
         self.registry = registry
 
     def __call__(self, *events: Any) -> None:
-        registry = self.registry
-        if not registry.has_listeners:
-            return
+        # Not gated by ``registry.has_listeners``, which the add-on keeps for
+        # the request events (see _notify_request_events_only_if_heard):
+        # an application event with subscribers is always delivered.
         # subscriptions() rather than subscribers(): the latter calls every
         # subscriber before returning and drops their results.
-        subscriptions = registry.adapters.subscriptions(list(map(providedBy, events)), None)
+        subscriptions = self.registry.adapters.subscriptions(list(map(providedBy, events)), None)
         for subscriber in subscriptions:
             resolve(subscriber(*events), subscriber, _FIX)
 
     def __repr__(self) -> str:
         return f"<AwaitingNotify of {self.registry!r}>"
+
+
+#: The events Pyramid's Router notifies only while ``registry.has_listeners``
+#: is true, and ``BeforeRender``, which keeps it true when subscribed.
+REQUEST_EVENTS = (NewRequest, BeforeTraversal, ContextFound, NewResponse, BeforeRender)
+
+
+def _heard(registry: Registry, event_class: type) -> bool:
+    return bool(registry.adapters.subscriptions([implementedBy(event_class)], None))
+
+
+def _notify_request_events_only_if_heard(registry: Registry) -> None:
+    """Let the Router skip the request events when nothing subscribes to them.
+
+    Pyramid sets ``registry.has_listeners`` on the first subscriber of any
+    event, and from then on the Router builds and notifies four events per
+    request.  The add-on's own subscribers are all for start-up and shutdown
+    events, so it would otherwise make every application pay for request
+    events nobody hears.  Once the application is created the flag is
+    recomputed for the request events alone; a subscriber registered later
+    sets it again (``Registry.registerHandler`` does), so nothing is missed.
+    """
+    registry.has_listeners = any(_heard(registry, kind) for kind in REQUEST_EVENTS)
 
 
 def includeme(config: Configurator) -> None:
@@ -71,3 +102,8 @@ def includeme(config: Configurator) -> None:
     registry = config.registry
     if not isinstance(registry.__dict__.get("notify"), AwaitingNotify):
         registry.notify = AwaitingNotify(registry)
+
+        def on_created(event: ApplicationCreated) -> None:
+            _notify_request_events_only_if_heard(registry)
+
+        config.add_subscriber(on_created, ApplicationCreated)

@@ -35,12 +35,14 @@ from typing import Any
 
 from pyramid.config import Configurator
 from pyramid.events import ContextFound
-from pyramid.interfaces import IRequest, ITraverser
+from pyramid.interfaces import IContextFound, IRequest, ITraverser
+from pyramid.registry import Registry
 from pyramid.traversal import ResourceTreeTraverser
 from zope.interface import implementer
 
 from .coroutines import resolve
 from .exceptions import see
+from .orders import ORDERS
 
 __all__ = ["AsyncTraverser", "includeme"]
 
@@ -115,7 +117,30 @@ def _refuse_awaitable_context(event: ContextFound) -> None:
     )
 
 
+def _other_traversers(registry: Registry) -> list[Any]:
+    return [
+        registration.factory
+        for registration in registry.registeredAdapters()
+        if registration.provided is ITraverser and registration.factory is not AsyncTraverser
+    ]
+
+
 def includeme(config: Configurator) -> None:
-    """Make :class:`AsyncTraverser` the default traverser and catch unawaited contexts."""
+    """Make :class:`AsyncTraverser` the default traverser and catch unawaited contexts.
+
+    Only another traverser can leave an unawaited coroutine as the context,
+    so the ``ContextFound`` check is subscribed only when the committed
+    configuration registers one: an application that traverses with
+    :class:`AsyncTraverser` alone (or uses URL dispatch only) notifies no
+    per-request event on the add-on's account.
+    """
     config.add_traverser(AsyncTraverser)
-    config.add_subscriber(_refuse_awaitable_context, ContextFound)
+    registry = config.registry
+
+    def check_contexts_if_other_traversers() -> None:
+        if _other_traversers(registry):
+            registry.registerHandler(_refuse_awaitable_context, (IContextFound,))
+
+    config.action(
+        None, check_contexts_if_other_traversers, order=ORDERS["check_unawaited_contexts"]
+    )

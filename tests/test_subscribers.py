@@ -268,3 +268,91 @@ def test_subscriber_own_scope_error_propagates_unchanged() -> None:
         config.add_view(blocking, name="blocking")
 
     assert TestApp(make_app(setup_blocking)).get("/blocking").text == "the subscriber's own"
+
+
+# --- request events are notified only when something hears them ---------------------------
+
+
+def _app_with(setup: Any = None) -> Any:
+    def hello(request: Request) -> Response:
+        return Response("hello")
+
+    with Configurator() as config:
+        config.include("aiopyramid_ng")
+        config.add_route("hello", "/")
+        config.add_view(hello, route_name="hello")
+        if setup is not None:
+            setup(config)
+        return config.make_wsgi_app()
+
+
+def test_the_addon_alone_leaves_request_events_unnotified() -> None:
+    app = _app_with()
+    assert app.registry.has_listeners is False
+    notified: list[object] = []
+    app.registry.notify = notified.append  # the Router would call it for a request event
+    assert TestApp(app).get("/").text == "hello"
+    assert notified == []
+
+
+@pytest.mark.parametrize(
+    "event_class", [NewRequest, BeforeTraversal, ContextFound, NewResponse, BeforeRender]
+)
+def test_a_subscriber_of_any_request_event_keeps_them_notified(event_class: type) -> None:
+    heard: list[object] = []
+
+    def setup(config: Configurator) -> None:
+        config.add_subscriber(heard.append, event_class)
+        config.add_route("rendered", "/rendered")
+        config.add_view(lambda request: {"a": 1}, route_name="rendered", renderer="json")
+
+    app = _app_with(setup)
+    assert app.registry.has_listeners is True
+    TestApp(app).get("/rendered")
+    assert [type(event) for event in heard] == [event_class]
+
+
+def test_a_catch_all_subscriber_keeps_request_events_notified() -> None:
+    heard: list[str] = []
+    app = _app_with(lambda config: config.add_subscriber(lambda e: heard.append(type(e).__name__)))
+    assert app.registry.has_listeners is True
+    del heard[:]  # ApplicationCreated
+    TestApp(app).get("/")
+    assert heard == ["NewRequest", "BeforeTraversal", "ContextFound", "NewResponse"]
+
+
+def test_a_subscriber_registered_after_creation_is_heard() -> None:
+    app = _app_with()
+    heard: list[object] = []
+    later = Configurator(registry=app.registry)
+    later.add_subscriber(heard.append, NewRequest)
+    later.commit()
+    assert app.registry.has_listeners is True
+    TestApp(app).get("/")
+    assert [type(event) for event in heard] == [NewRequest]
+
+
+def test_application_events_are_delivered_while_request_events_are_skipped() -> None:
+    class Ping:
+        pass
+
+    heard: list[object] = []
+
+    async def on_ping(event: Ping) -> None:
+        await tick()
+        heard.append(event)
+
+    def setup(config: Configurator) -> None:
+        config.add_subscriber(on_ping, Ping)
+        config.add_subscriber(heard.append, ApplicationShutdown)
+
+    app = _app_with(setup)
+    assert app.registry.has_listeners is False
+    ping, shutdown = Ping(), ApplicationShutdown(app, app.registry)
+
+    async def main() -> None:
+        await spawn_greenlet(app.registry.notify, ping)
+        await spawn_greenlet(app.registry.notify, shutdown)
+
+    asyncio.run(main())
+    assert heard == [ping, shutdown]

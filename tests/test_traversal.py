@@ -14,11 +14,12 @@ import httpx
 import pytest
 from pyramid.authorization import Allow, Authenticated, Everyone
 from pyramid.config import Configurator
+from pyramid.events import ContextFound
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.traversal import ResourceTreeTraverser, find_resource, resource_path
 from webtest import TestApp as WSGITestApp
-from zope.interface import Interface, implementer
+from zope.interface import Interface, implementedBy, implementer
 
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.exceptions import ScopeError
@@ -305,3 +306,10 @@ def test_traverser_on_its_own_in_a_greenlet() -> None:
         assert list(found["traversed"]) == ["user1", "doc2"]
 
     asyncio.run(main())
+
+
+def test_no_context_check_per_request_without_another_traverser() -> None:
+    with Configurator() as config:
+        config.include("aiopyramid_ng")
+    found = config.registry.adapters.subscriptions([implementedBy(ContextFound)], None)
+    assert found == []
