@@ -29,6 +29,7 @@ DOCS_PAGES: dict[str, str] = {
     "setting-max-body-size": "configuration",
     "setting-allowed-origins": "configuration",
     "setting-compat-disable": "configuration",
+    "setting-gc-freeze": "configuration",
     "include-first": "configuration",
     "quickstart-synchronize": "quickstart",
     "synchronize-errors": "quickstart",

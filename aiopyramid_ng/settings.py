@@ -23,6 +23,7 @@ from .exceptions import see
 __all__ = [
     "BLOCKING_MS",
     "COMPAT_DISABLE",
+    "GC_FREEZE",
     "MAX_BODY_SIZE",
     "MAX_WORKERS",
     "PIPELINE",
@@ -99,6 +100,19 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0", "")
+
+
+def _boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ValueError(raw)
+    return word in _TRUE
+
+
 def _words(raw: Any) -> tuple[str, ...]:
     """A whitespace-separated string (as in an ini file) or a list of strings."""
     words = raw.split() if isinstance(raw, str) else list(raw)
@@ -173,6 +187,17 @@ COMPAT_DISABLE: Setting[tuple[str, ...]] = Setting(
     docs=see("setting-compat-disable"),
 )
 
+GC_FREEZE: Setting[bool] = Setting(
+    name="aiopyramid_ng.gc.freeze_after_startup",
+    default=False,
+    parse=_boolean,
+    expected="true or false",
+    fix="write true to move the objects alive after startup out of the collector's way, "
+    "or false (the default) to leave the garbage collector as Python sets it",
+    summary="Collect, then gc.freeze() the objects alive once the application has started.",
+    docs=see("setting-gc-freeze"),
+)
+
 #: Every setting, by name.
 SETTINGS: dict[str, Setting[Any]] = {
     setting.name: setting
@@ -183,6 +208,7 @@ SETTINGS: dict[str, Setting[Any]] = {
         BLOCKING_MS,
         WEBSOCKET_ALLOWED_ORIGINS,
         COMPAT_DISABLE,
+        GC_FREEZE,
     )
 }
 

@@ -850,3 +850,32 @@ def test_websocket_gone_before_connect(served: Served) -> None:
     receive = scripted_receive({"type": "websocket.disconnect", "code": 1000})
     asyncio.run(served.app({"type": "websocket", "path": "/ws"}, receive, collecting_send(sent)))
     assert sent == []
+
+
+@pytest.mark.parametrize("setting", ["true", None])
+def test_gc_freeze_after_startup_is_opt_in(setting: str | None) -> None:
+    import gc
+
+    settings = {} if setting is None else {"aiopyramid_ng.gc.freeze_after_startup": setting}
+    with Configurator(settings=settings) as config:
+        config.include("aiopyramid_ng")
+        app = make_asgi_app(config.make_wsgi_app())
+    gc.unfreeze()
+    try:
+        replies = asyncio.run(_lifespan(app, "startup", "shutdown"))
+        frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+    assert [r["type"] for r in replies] == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+    ]
+    # Modules, the registry and its views: thousands of objects alive at startup.
+    assert (frozen > 1000) is (setting is not None)
+
+
+def test_gc_freeze_setting_refuses_what_is_not_a_boolean() -> None:
+    settings = {"aiopyramid_ng.gc.freeze_after_startup": "sometimes"}
+    refused = pytest.raises(ConfigurationError, match="freeze_after_startup = 'sometimes' is not")
+    with refused, Configurator(settings=settings) as config:
+        config.include("aiopyramid_ng")
