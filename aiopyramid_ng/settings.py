@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pyramid.exceptions import ConfigurationError
+from pyramid.settings import falsey, truthy
 
 from .exceptions import see
 
@@ -31,6 +32,7 @@ __all__ = [
     "SETTINGS",
     "WEBSOCKET_ALLOWED_ORIGINS",
     "Setting",
+    "boolean",
     "check_settings",
 ]
 
@@ -100,17 +102,20 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0", "")
+def boolean(raw: Any) -> bool:
+    """A boolean, or a word Pyramid reads as one (``true``/``false``, ``yes``/``no``, ...).
 
-
-def _boolean(raw: Any) -> bool:
+    Unlike :func:`pyramid.settings.asbool`, a word that is neither (a typo)
+    is refused instead of read as false.
+    """
     if isinstance(raw, bool):
         return raw
     word = str(raw).strip().lower()
-    if word not in _TRUE + _FALSE:
-        raise ValueError(raw)
-    return word in _TRUE
+    if word in truthy:
+        return True
+    if word in falsey:
+        return False
+    raise ValueError(raw)
 
 
 def _words(raw: Any) -> tuple[str, ...]:
@@ -190,7 +195,7 @@ COMPAT_DISABLE: Setting[tuple[str, ...]] = Setting(
 GC_FREEZE: Setting[bool] = Setting(
     name="aiopyramid_ng.gc.freeze_after_startup",
     default=False,
-    parse=_boolean,
+    parse=boolean,
     expected="true or false",
     fix="write true to move the objects alive after startup out of the collector's way, "
     "or false (the default) to leave the garbage collector as Python sets it",

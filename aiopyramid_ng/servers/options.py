@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyramid.exceptions import ConfigurationError
-from pyramid.settings import falsey, truthy
 
 from ..exceptions import see
+from ..settings import boolean
 
 __all__ = [
     "BOOLEAN",
@@ -54,15 +54,6 @@ class Option:
     convert: Callable[[str], Any]
     expected: str
     example: str
-
-
-def boolean(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in truthy:
-        return True
-    if lowered in falsey:
-        return False
-    raise ValueError(value)
 
 
 def seconds(value: str) -> float:
