@@ -45,7 +45,6 @@ from aiopyramid_ng.config import (
     GreenletMapper,
 )
 
-
 # A message as this driver builds and reads it: a plain dict.
 Message = dict[str, Any]
 

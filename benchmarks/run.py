@@ -498,6 +498,86 @@ def print_summary(runs: list[Run]) -> None:
         )
 
 
+_HTTP_RUN = re.compile(
+    r"^(?P<config>\S+)\s+(?P<round>\d+)\s+(?P<scenario>\S+)\s+(?P<variant>.+?)\s+"
+    r"(?P<per_second>\d+)\s+(?P<p50>[\d.]+|nan)\s+(?P<p99>[\d.]+|nan)\s+"
+    r"(?P<errors>\d+)\s+(?P<peak>[\d.]+)$"
+)
+_IDLE_RUN = re.compile(
+    r"^(?P<config>\S+)\s+(?P<round>\d+)\s+(?P<scenario>ws-idle)\s+(?P<variant>.+?)\s+"
+    r"(?P<per_second>\d+) conns\s+(?P<kib>[\d.]+) KiB/conn\s+"
+    r"(?P<errors>\d+)\s+(?P<peak>[\d.]+)$"
+)
+
+
+def read_runs(output: Path) -> list[Run]:
+    """The runs a saved output of this script lists (its per-run lines, as print_run wrote them)."""
+    runs = []
+    for line in output.read_text().splitlines():
+        idle = _IDLE_RUN.match(line)
+        found = idle or _HTTP_RUN.match(line)
+        if found is None:
+            continue
+        fields = found.groupdict()
+        result = Result(
+            float(fields["per_second"]),
+            float("nan") if idle else float(fields["p50"]),
+            float("nan") if idle else float(fields["p99"]),
+            int(fields["errors"]),
+        )
+        runs.append(
+            Run(
+                fields["config"],
+                int(fields["round"]),
+                fields["scenario"],
+                fields["variant"],
+                result,
+                float(fields["peak"]),
+                float(fields["kib"]) if idle else float("nan"),
+            )
+        )
+    return runs
+
+
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+
+def rst_table(runs: list[Run]) -> str:
+    """The summary as the reStructuredText list-table docs/performance.rst shows."""
+    lines = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "",
+        "   * - uvicorn",
+        "     - scenario",
+        "     - server",
+        "     - req/s",
+        "     - p99 ms",
+        "     - errors",
+        "     - peak RSS MiB",
+        "     - aiopyramid_ng / baseline (median of per-round ratios)",
+    ]
+    for row in summarize(runs):
+        if row.scenario == "ws-idle":
+            rate = f"{row.per_second:.0f} connections, {row.kib_per_connection:.1f} KiB each"
+            p99 = "—"
+        else:
+            unit = " messages/s" if row.scenario == "ws-echo" else ""
+            rate, p99 = f"{row.per_second:.0f}{unit}", f"{row.p99_ms:.2f}"
+        ratios = "; ".join(f"{ratio:.2f}{TIMES} {name}" for name, ratio in row.ratios.items())
+        lines += [
+            f"   * - {row.config}",
+            f"     - {row.scenario}",
+            f"     - {row.variant}",
+            f"     - {rate}",
+            f"     - {p99}",
+            f"     - {row.errors}",
+            f"     - {row.peak_rss_mib:.1f}",
+            f"     - {ratios or '—'}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def report_server_errors(logs: Path) -> None:
     """Say which server logs hold exceptions, with the first one's message."""
     for log in sorted(logs.glob("*.log")):
@@ -544,6 +624,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--list", action="store_true", help="list scenarios and exit")
     parser.add_argument(
+        "--rst", type=Path, metavar="FILE", help="also write the summary as an RST table to FILE"
+    )
+    parser.add_argument(
+        "--summarize",
+        type=Path,
+        metavar="OUTPUT",
+        help="run nothing: print the summary of a saved output of this script (with --rst, "
+        "write its table)",
+    )
+    parser.add_argument(
         "--serve", nargs=3, metavar=("SERVER", "PORT", "CONFIG"), help=argparse.SUPPRESS
     )
     args = parser.parse_args(argv)
@@ -566,6 +656,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"{scenario.name:<10} {scenario.description}\n{'':<11}{variants}; "
                 f"against {', '.join(scenario.servers)}"
             )
+        return
+    if args.summarize:
+        saved = read_runs(args.summarize)
+        if not saved:
+            parser.error(f"{args.summarize} lists no runs of this script")
+        print_summary(saved)
+        if args.rst:
+            args.rst.write_text(rst_table(saved))
         return
     chosen = [s for s in SCENARIOS if s.name in args.scenarios.split(",")]
     unknown = set(args.scenarios.split(",")) - set(names)
@@ -626,6 +724,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     print_run(run)
     print(f"\n{len(runs)} runs in {time.monotonic() - started:.0f} s")
     print_summary(runs)
+    if args.rst:
+        args.rst.write_text(rst_table(runs))
     report_server_errors(logs)
 
 
