@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BroadcastError",
     "ClientDisconnected",
     "ConnectionClosedError",
     "HandshakeRefused",
@@ -125,6 +126,14 @@ class ConnectionClosedError(RuntimeError):
             "ConnectionClosedError where a peer may have left (a broadcast). "
             f"{see('websocket-connection')}"
         )
+
+
+class BroadcastError(RuntimeError):
+    """A message could not be handed to the broadcast backend in time; it is lost.
+
+    Raised by ``request.broadcast()`` while the backend (Redis) is unreachable,
+    after the setting ``aiopyramid_ng.broadcast.timeout``; never a hang.
+    """
 
 
 class HandshakeRefused(Exception):
