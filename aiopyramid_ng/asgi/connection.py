@@ -77,6 +77,8 @@ class Connection:
         self.subprotocol: str | None = None
         #: Set by :meth:`interrupt`: a cancellation of the Task is this module's own.
         self.interrupted = False
+        #: The close code and reason :meth:`interrupt` asks the view's wrapper to close with.
+        self.interrupt_close: tuple[int, str] = (GOING_AWAY, "")
         #: The view's exception that was already logged and answered with 1011.
         self.reported: BaseException | None = None
         #: The server refused to send close code 1011 (see :meth:`close`).
@@ -158,13 +160,15 @@ class Connection:
             # The view waits on something else than recv(): end it there.
             self.interrupt()
 
-    def interrupt(self) -> None:
+    def interrupt(self, code: int = GOING_AWAY, reason: str = "") -> None:
         """Cancel the view where it waits; its ``finally`` blocks and ``on_close`` run.
 
-        An open connection then closes with 1001 ("going away").
+        An open connection then closes with ``code`` and ``reason`` (by
+        default 1001, "going away").  Only the first interruption counts.
         """
         if self.task is not None and not self.interrupted:
             self.interrupted = True
+            self.interrupt_close = (code, reason)
             self.task.cancel()
 
     async def stop_reading(self) -> None:
