@@ -89,5 +89,6 @@ def includeme(config: Configurator) -> None:
     config.include(".renderers")
     config.include(".sessions")
     config.include(".websocket")
+    config.include(".broadcast")
     config.include(".compat")
     config.include(".badrequests")

@@ -8,6 +8,7 @@ __all__ = [
     "IAppExecutor",
     "IApplicationShutdown",
     "IApplicationStartup",
+    "IBroadcastHub",
     "IWebsocketConnections",
 ]
 
@@ -41,6 +42,27 @@ class IWebsocketConnections(Interface):  # type: ignore[misc]
 
     def discard(connection: object) -> None:
         """Stop tracking ``connection``."""
+
+
+class IBroadcastHub(Interface):  # type: ignore[misc]
+    """The registry utility holding the process's groups of WebSocket connections.
+
+    Registered by ``config.include('aiopyramid_ng')`` (an
+    ``aiopyramid_ng.broadcast.Hub``); started at application startup and
+    closed at shutdown.
+    """
+
+    async def join(connection: object, group: str) -> None:
+        """Add ``connection`` to ``group``."""
+
+    async def leave(connection: object, group: str) -> None:
+        """Remove ``connection`` from ``group``."""
+
+    async def leave_all(connection: object) -> None:
+        """Remove ``connection`` from every group (it is closing)."""
+
+    async def publish(group: str, message: object) -> None:
+        """Send ``message`` to every member of ``group``, in every process."""
 
 
 class IApplicationStartup(Interface):  # type: ignore[misc]

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import falsey, truthy
@@ -23,6 +24,10 @@ from .exceptions import see
 
 __all__ = [
     "BLOCKING_MS",
+    "BROADCAST_OVERFLOW",
+    "BROADCAST_QUEUE_SIZE",
+    "BROADCAST_TIMEOUT",
+    "BROADCAST_URL",
     "COMPAT_DISABLE",
     "GC_FREEZE",
     "MAX_BODY_SIZE",
@@ -126,6 +131,15 @@ def _words(raw: Any) -> tuple[str, ...]:
     return tuple(words)
 
 
+def _broadcast_url(raw: Any) -> str:
+    """``memory://`` (this process), or a Redis URL naming its host."""
+    url = str(raw).strip()
+    parts = urlsplit(url)
+    if url == "memory://" or (parts.scheme in ("redis", "rediss") and parts.hostname):
+        return url
+    raise ValueError(raw)
+
+
 #: The pool size when ``aiopyramid_ng.executor.max_workers`` is absent: the
 #: standard library's default for thread pools, ``min(32, os.cpu_count() + 4)``.
 DEFAULT_MAX_WORKERS = min(32, (os.cpu_count() or 1) + 4)
@@ -203,6 +217,50 @@ GC_FREEZE: Setting[bool] = Setting(
     docs=see("setting-gc-freeze"),
 )
 
+BROADCAST_URL: Setting[str] = Setting(
+    name="aiopyramid_ng.broadcast.url",
+    default="memory://",
+    parse=_broadcast_url,
+    expected="memory:// or a redis:// or rediss:// URL with a host",
+    fix="write memory:// (groups of this process only, the default) or the URL of a Redis "
+    "server shared by every process, such as redis://localhost:6379/0",
+    summary="Where broadcast messages travel: memory:// (this process) or a Redis URL.",
+    docs=see("setting-broadcast-url"),
+)
+
+BROADCAST_TIMEOUT: Setting[float] = Setting(
+    name="aiopyramid_ng.broadcast.timeout",
+    default=5.0,
+    parse=_positive(float),
+    expected="a positive number of seconds",
+    fix="set it to the longest wait for the broadcast backend to connect or to take a "
+    "message, in seconds (default 5)",
+    summary="Seconds the broadcast backend may take to connect or to take a message.",
+    docs=see("setting-broadcast-timeout"),
+)
+
+BROADCAST_QUEUE_SIZE: Setting[int] = Setting(
+    name="aiopyramid_ng.broadcast.queue_size",
+    default=64,
+    parse=_positive(int),
+    expected="a positive whole number",
+    fix="set it to the number of broadcast messages that may wait for one slow WebSocket "
+    "member (default 64)",
+    summary="Broadcast messages that may wait for one WebSocket member before it overflows.",
+    docs=see("setting-broadcast-queue-size"),
+)
+
+BROADCAST_OVERFLOW: Setting[str] = Setting(
+    name="aiopyramid_ng.broadcast.overflow",
+    default="close",
+    parse=_choice("close", "drop_oldest"),
+    expected="one of 'close' or 'drop_oldest'",
+    fix="write close (close a member whose queue is full with 1013, the default) or "
+    "drop_oldest (drop its oldest waiting messages instead)",
+    summary="What happens to a WebSocket member whose broadcast queue is full.",
+    docs=see("setting-broadcast-overflow"),
+)
+
 #: Every setting, by name.
 SETTINGS: dict[str, Setting[Any]] = {
     setting.name: setting
@@ -214,6 +272,10 @@ SETTINGS: dict[str, Setting[Any]] = {
         WEBSOCKET_ALLOWED_ORIGINS,
         COMPAT_DISABLE,
         GC_FREEZE,
+        BROADCAST_URL,
+        BROADCAST_TIMEOUT,
+        BROADCAST_QUEUE_SIZE,
+        BROADCAST_OVERFLOW,
     )
 }
 

@@ -4,7 +4,8 @@ An ``async def`` view gets a :class:`WebSocket`, whose methods are
 coroutines; a plain view gets a :class:`SyncWebSocket`, whose methods block
 the request greenlet (only it: the event loop keeps serving other
 connections).  Both read and write the same
-:class:`~aiopyramid_ng.asgi.connection.Connection`.
+:class:`~aiopyramid_ng.asgi.connection.Connection`, and join and leave
+groups through the application's :class:`~aiopyramid_ng.broadcast.Hub`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from pyramid.request import Request
 
 from ..asgi.connection import NORMAL_CLOSURE, Connection, Data
+from ..broadcast.hub import Hub, hub_of
 from ..helpers import await_
 from ..types import Scope
 
@@ -58,6 +60,10 @@ class _Endpoint:
         """The ASGI scope of the connection."""
         return self._connection.scope
 
+    @property
+    def _hub(self) -> Hub:
+        return hub_of(self.request.registry)
+
     def _received(self, data: Data | None) -> Data | None:
         if self.use_bytes and isinstance(data, str):
             return data.encode("utf-8")
@@ -88,6 +94,22 @@ class WebSocket(_Endpoint):
         """Close the connection; idempotent."""
         await self._connection.close(code, reason)
 
+    async def join(self, group: str) -> None:
+        """Join ``group``: from now on, every message broadcast to it is sent here too.
+
+        Joining a group twice is joining it once.  The connection leaves
+        all its groups when it closes.
+
+        :raises ConnectionClosedError: when the connection is closed.
+        :raises TypeError, ValueError: for a group name that is not a
+            non-empty ``str`` of at most 200 characters.
+        """
+        await self._hub.join(self._connection, group)
+
+    async def leave(self, group: str) -> None:
+        """Leave ``group``; its messages still waiting to be sent here are dropped."""
+        await self._hub.leave(self._connection, group)
+
 
 class SyncWebSocket(_Endpoint):
     """The connection as a plain (``def``) WebSocket view sees it: methods block.
@@ -113,3 +135,11 @@ class SyncWebSocket(_Endpoint):
     def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
         """Close the connection; idempotent."""
         await_(self._connection.close(code, reason))
+
+    def join(self, group: str) -> None:
+        """Join ``group``, as :meth:`WebSocket.join` does."""
+        await_(self._hub.join(self._connection, group))
+
+    def leave(self, group: str) -> None:
+        """Leave ``group``, as :meth:`WebSocket.leave` does."""
+        await_(self._hub.leave(self._connection, group))

@@ -25,7 +25,6 @@ from pyramid.util import object_description
 
 from ..asgi.connection import (
     ENVIRON_KEY,
-    GOING_AWAY,
     INTERNAL_ERROR,
     NORMAL_CLOSURE,
     Connection,
@@ -34,6 +33,7 @@ from ..asgi.connection import (
 from ..coroutines import is_coroutine_callable
 from ..exceptions import ConnectionClosedError, WebsocketClosed, see
 from ..helpers import await_
+from ..interfaces import IBroadcastHub
 from ..mappers import mapper_of
 from .endpoints import SyncWebSocket, WebSocket
 from .origins import AllowedOrigins, allowed_origins_from_settings, origin_allowed, parse_origins
@@ -214,9 +214,14 @@ class WebsocketMapper:
 def _serve(handler: Callable[[Any], Any], endpoint: Any, connection: Connection) -> None:
     """Run ``handler(endpoint)`` on an accepted connection and close it as the outcome says."""
     try:
-        result = handler(endpoint)
-        if inspect.isawaitable(result):
-            await_(result)
+        try:
+            result = handler(endpoint)
+            if inspect.isawaitable(result):
+                await_(result)
+        finally:
+            # Whatever ended the view, the connection leaves its groups before
+            # it closes: a broadcast sent after the close would be refused.
+            _leave_groups(endpoint.request, connection)
     except WebsocketClosed as closed:
         await_(connection.close(closed.code, closed.reason))
     except ConnectionClosedError as exc:
@@ -226,14 +231,21 @@ def _serve(handler: Callable[[Any], Any], endpoint: Any, connection: Connection)
         # Its own peer left while the view was sending: nothing is left to do.
     except asyncio.CancelledError:
         # The server is stopping, or interrupt() stopped the view: tell the client
-        # it is going away; the cancellation goes on unwinding the request.
-        await_(connection.close(GOING_AWAY))
+        # it is going away (or what interrupt() was told to say, 1013 for a member
+        # too slow for its broadcasts); the cancellation goes on unwinding the request.
+        await_(connection.close(*connection.interrupt_close))
         raise
     except Exception as exc:
         _report(connection, exc)
         raise
     else:
         await_(connection.close(NORMAL_CLOSURE))
+
+
+def _leave_groups(request: IRequest, connection: Connection) -> None:
+    hub = request.registry.queryUtility(IBroadcastHub)
+    if hub is not None:  # an application that did not include aiopyramid_ng has none
+        await_(hub.leave_all(connection))
 
 
 def _report(connection: Connection, exc: BaseException) -> None:
@@ -254,8 +266,8 @@ class WebsocketConnectionView:
     for each message received, ``on_close()`` once when the connection ends
     for any reason (the peer closed or left, the server is stopping, a
     callback raised).  Callbacks are coroutine functions; ``self.request``,
-    ``self.context`` and ``self.ws`` are set, and :meth:`send` and
-    :meth:`close` act on the connection.
+    ``self.context`` and ``self.ws`` are set, and :meth:`send`,
+    :meth:`close`, :meth:`join` and :meth:`leave` act on the connection.
     """
 
     __view_mapper__: ClassVar[type[WebsocketMapper]] = WebsocketMapper
@@ -277,8 +289,9 @@ class WebsocketConnectionView:
     def _connected(self) -> WebSocket:
         if self.ws is None:
             raise RuntimeError(
-                f"{self!r} has no connection before it is called with one: call send() and "
-                "close() from on_open(), on_message() or on_close(), once the view runs. "
+                f"{self!r} has no connection before it is called with one: call send(), "
+                "close(), join() and leave() from on_open(), on_message() or on_close(), once "
+                "the view runs. "
                 f"{see('websocket-class-views')}"
             )
         return self.ws
@@ -290,6 +303,14 @@ class WebsocketConnectionView:
     async def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
         """Close the connection; ``on_close`` follows once the view unwinds."""
         await self._connected().close(code, reason)
+
+    async def join(self, group: str) -> None:
+        """Join ``group`` (see :meth:`WebSocket.join <aiopyramid_ng.websocket.WebSocket.join>`)."""
+        await self._connected().join(group)
+
+    async def leave(self, group: str) -> None:
+        """Leave ``group``; the connection leaves every group by itself when it ends."""
+        await self._connected().leave(group)
 
     async def on_open(self) -> None:
         """Called once the connection is accepted."""
