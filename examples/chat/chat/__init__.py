@@ -12,7 +12,6 @@ from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationError
 from pyramid.router import Router
 
-from .room import Room
 from .security import ChatSecurityPolicy
 
 
@@ -24,9 +23,6 @@ def main(global_config: dict[str, Any], **settings: Any) -> Router:
     with Configurator(settings=settings) as config:
         config.include("aiopyramid_ng")
         config.set_security_policy(ChatSecurityPolicy(secret))
-        # One room per application, shared by every connection it serves.
-        room = Room()
-        config.add_request_method(lambda request: room, "chat_room", property=True)
         config.add_route("home", "/")
         config.add_route("login", "/login")
         config.add_route("logout", "/logout")

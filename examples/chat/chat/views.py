@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from html import escape
 from string import Template
+from typing import Any
 
 from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
@@ -13,8 +15,8 @@ from pyramid.view import view_config
 
 from aiopyramid_ng.websocket import WebsocketConnectionView
 
-from .room import Room
-
+#: The group every member's connection joins.
+ROOM = "room"
 #: The longest name and message accepted.
 MAX_NAME = 32
 MAX_MESSAGE = 500
@@ -30,7 +32,7 @@ LOGIN = Template("""<!doctype html>
 </body></html>
 """)
 
-ROOM = Template("""<!doctype html>
+PAGE = Template("""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Chat</title></head>
 <body data-socket="$socket">
 <h1>Chat</h1>
@@ -72,7 +74,7 @@ def home(request: Request) -> Response:
     if name is None:
         body = LOGIN.substitute(login=request.route_path("login"), max_name=MAX_NAME)
     else:
-        body = ROOM.substitute(
+        body = PAGE.substitute(
             name=escape(name),
             socket=escape(request.route_path("chat")),
             logout=request.route_path("logout"),
@@ -97,24 +99,23 @@ def logout(request: Request) -> HTTPSeeOther:
 class ChatRoom(WebsocketConnectionView):
     """One member's connection: what it sends goes to everyone in the room."""
 
-    @property
-    def room(self) -> Room:
-        room: Room = self.request.chat_room
-        return room
+    async def tell_room(self, event: dict[str, Any]) -> None:
+        """Broadcast ``event`` as JSON to every member (this one too, while it is in)."""
+        await self.request.broadcast(ROOM, json.dumps(event))
 
     async def on_open(self) -> None:
-        assert self.ws is not None
-        self.room.join(self.ws)
-        await self.room.broadcast({"kind": "joined", "user": self.request.identity})
+        await self.join(ROOM)
+        await self.tell_room({"kind": "joined", "user": self.request.identity})
 
     async def on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
             message = message.decode("utf-8", "replace")
-        await self.room.broadcast(
+        await self.tell_room(
             {"kind": "message", "user": self.request.identity, "text": message[:MAX_MESSAGE]}
         )
 
     async def on_close(self) -> None:
-        assert self.ws is not None
-        self.room.leave(self.ws)
-        await self.room.broadcast({"kind": "left", "user": self.request.identity})
+        # Leaving would happen by itself once the connection closes; leaving
+        # first keeps the farewell from being queued for this connection.
+        await self.leave(ROOM)
+        await self.tell_room({"kind": "left", "user": self.request.identity})
