@@ -52,10 +52,12 @@ DOCS_PAGES: dict[str, str] = {
     "websocket-class-views": "websockets",
     "websocket-groups": "websockets",
     "deployment-runners": "deployment",
-    "deployment-gunicorn": "deployment",
     "runner-uvicorn": "deployment",
     "runner-hypercorn": "deployment",
     "runner-daphne": "deployment",
+    "runner-workers": "deployment",
+    "runner-unix-socket": "deployment",
+    "runner-tls": "deployment",
     "pytest-plugin": "testing",
 }
 

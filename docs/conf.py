@@ -32,7 +32,7 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 # autodoc prints from signatures, are the only ones let through.
 nitpicky = True
 _EXTERNAL = (
-    "asyncio|collections|concurrent|contextvars|threading|typing|types|inspect|logging"
+    "asyncio|collections|concurrent|contextvars|threading|typing|types|inspect|logging|mmap"
     "|pyramid|webob|webtest|zope|transaction|pyramid_tm|sqlalchemy|greenlet"
     "|uvicorn|hypercorn|daphne|websockets|asgiref|paste|plaster"
 )

@@ -18,7 +18,7 @@ from pyramid.response import Response
 
 from aiopyramid_ng.exceptions import DOCS_PAGES, see
 from aiopyramid_ng.mappers import CoroutineMapper
-from aiopyramid_ng.servers.options import parse_addresses, parse_options
+from aiopyramid_ng.servers.options import parse_addresses, parse_options, parse_unix_socket
 from aiopyramid_ng.servers.uvicorn import uvicorn_options
 from tests.support import REPO_ROOT
 
@@ -124,8 +124,8 @@ def test_server_option_errors_name_the_runner_section() -> None:
     assert "timeout_keep_alive = 'soon' is not valid" in message
     assert message.endswith(see("runner-uvicorn"))
     with pytest.raises(ConfigurationError) as caught:
-        parse_options("uvicorn", {"workers": "4"}, uvicorn_options())
-    assert str(caught.value).endswith(see("deployment-gunicorn"))
+        parse_unix_socket("uvicorn", {"uds": "/tmp/app.sock", "port": "80"})
+    assert str(caught.value).endswith(see("runner-unix-socket"))
     with pytest.raises(ConfigurationError) as caught:
         parse_addresses("daphne", {"listen": "6543"}, many=False)
     message = str(caught.value)

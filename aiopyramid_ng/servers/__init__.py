@@ -10,7 +10,8 @@ aiopyramid_ng, used from the ``[server:main]`` section of an ini file::
 PasteDeploy calls ``runner(wsgi_app, global_conf, **local_conf)``; the runner
 wraps the application (a Router or a whole filter pipeline) with
 :func:`aiopyramid_ng.asgi.make_asgi_app` and serves it in the calling
-thread until the server stops.  ``pserve`` owns the process: it has already
+thread until the server stops, or, with ``workers``, from that many
+processes forked from this one (:mod:`.workers`).  ``pserve`` owns the process: it has already
 configured logging from the ini file, so no runner touches logging
 configuration, and ``pserve --reload`` restarts the whole process, so the
 runners need nothing special to support it.
@@ -22,7 +23,9 @@ never silently ignored.  :mod:`.options` reads what every runner shares
 (addresses, option conversion, the errors); each server's module lists the
 options it accepts: :func:`~.uvicorn.uvicorn_options`,
 :data:`~.hypercorn.HYPERCORN_OPTIONS` and :data:`~.daphne.DAPHNE_OPTIONS`.
-Using one runner never imports the other servers.
+:mod:`.workers` forks and supervises worker processes, :mod:`.sockets`
+clears stale unix socket files.  Using one runner never imports the other
+servers.
 """
 
 from __future__ import annotations

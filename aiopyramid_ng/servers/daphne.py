@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Mapping
 from types import FrameType
@@ -12,20 +13,31 @@ from typing import Any
 from pyramid.registry import Registry
 
 from ..asgi import make_asgi_app
+from ..exceptions import see
 from ..types import WSGIApp
 from ..websocket.tracking import close_connections
 from .options import (
     BOOLEAN,
+    FILE,
+    POSITIVE_SECONDS,
     SECONDS,
     Option,
     boolean,
+    check_tls,
+    existing_file,
+    option_error,
+    or_none,
     parse_addresses,
     parse_options,
+    parse_unix_socket,
+    positive_seconds,
     seconds,
     text,
 )
+from .sockets import remove_stale_socket
+from .workers import SHUTDOWN_SIGNALS
 
-__all__ = ["DAPHNE_OPTIONS", "daphne_kwargs", "daphne_runner", "stop_on_signals"]
+__all__ = ["DAPHNE_OPTIONS", "LogStream", "daphne_kwargs", "daphne_runner", "stop_on_signals"]
 
 #: The daphne options; ``proxy_headers`` trusts ``X-Forwarded-For``,
 #: ``X-Forwarded-Port`` and ``X-Forwarded-Proto`` from any client, so enable
@@ -34,7 +46,55 @@ DAPHNE_OPTIONS: dict[str, Option] = {
     "root_path": Option(text, "a URL path prefix", "/app"),
     "proxy_headers": Option(boolean, BOOLEAN, "true"),
     "http_timeout": Option(seconds, SECONDS, "120"),
+    "ssl_certfile": Option(existing_file, FILE, "/etc/ssl/certs/app.pem"),
+    "ssl_keyfile": Option(existing_file, FILE, "/etc/ssl/private/app.key"),
+    "websocket_timeout": Option(or_none(seconds), f"{SECONDS}, or none for no limit", "3600"),
+    "ping_interval": Option(positive_seconds, POSITIVE_SECONDS, "20"),
+    "ping_timeout": Option(positive_seconds, POSITIVE_SECONDS, "30"),
+    "access_log": Option(boolean, BOOLEAN, "true"),
 }
+
+
+class LogStream:
+    """A text stream that logs each line written to it, for daphne's access log.
+
+    daphne writes its access log (``daphne.access.AccessLogGenerator``) to a
+    stream; written here, its lines go through the ini file's logging, as
+    the ``daphne.access`` logger at level INFO.
+    """
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            self.logger.info("%s", line)
+
+
+def _quote(argument: str) -> str:
+    """Escape ``argument`` for a Twisted endpoint description (its ``:`` and ``\\``)."""
+    from twisted.internet.endpoints import quoteStringArgument
+
+    quoted: str = quoteStringArgument(argument)  # type: ignore[no-untyped-call]  # untyped
+    return quoted
+
+
+def _endpoint(host: str, port: int, certfile: str | None, keyfile: str | None) -> str:
+    """Twisted's description of where daphne listens: TCP, or TLS with ``certfile``."""
+    interface = _quote(host)
+    if certfile is None:
+        return f"tcp:port={port}:interface={interface}"
+    # Without a key file, Twisted reads the key from the certificate's file.
+    key = _quote(keyfile or certfile)
+    endpoint = f"ssl:port={port}:interface={interface}:privateKey={key}:certKey={_quote(certfile)}"
+    with open(certfile) as pem:
+        chained = pem.read().count("-----BEGIN CERTIFICATE-----") > 1
+    if chained:
+        # Twisted sends the first certificate alone unless given a chain
+        # file; given this one, it sends the first again among the
+        # intermediates, which clients accept.
+        endpoint += f":extraCertChain={_quote(certfile)}"
+    return endpoint
 
 
 def daphne_kwargs(local_conf: Mapping[str, str]) -> dict[str, Any]:
@@ -46,15 +106,28 @@ def daphne_kwargs(local_conf: Mapping[str, str]) -> dict[str, Any]:
     :raises ConfigurationError: for a bad option (see
         :func:`~aiopyramid_ng.servers.options.parse_options`).
     """
-    from daphne.endpoints import build_endpoint_description_strings
-
-    addresses = parse_addresses("daphne", local_conf, many=False)
+    uds = parse_unix_socket("daphne", local_conf)
     options = parse_options("daphne", local_conf, DAPHNE_OPTIONS)
-    endpoints = [
-        endpoint
-        for host, port in addresses
-        for endpoint in build_endpoint_description_strings(host=host, port=port)
-    ]
+    certfile, keyfile = options.pop("ssl_certfile", None), options.pop("ssl_keyfile", None)
+    check_tls("daphne", certfile, keyfile)
+    if uds is None:
+        ((host, port),) = parse_addresses("daphne", local_conf, many=False)
+        endpoints = [_endpoint(host, port, certfile, keyfile)]
+    elif certfile is not None:
+        raise option_error(
+            "daphne",
+            f"uds = {uds!r} and ssl_certfile = {certfile!r}: daphne serves TLS over TCP only; "
+            "listen on `listen = host:port` for TLS, or use the uvicorn or hypercorn runner.",
+            see("runner-tls"),
+        )
+    else:
+        endpoints = [f"unix:{_quote(uds)}"]
+    if "websocket_timeout" in options and options["websocket_timeout"] is None:
+        options["websocket_timeout"] = -1  # daphne's "no limit"
+    if options.pop("access_log", False):
+        from daphne.access import AccessLogGenerator
+
+        options["action_logger"] = AccessLogGenerator(LogStream(logging.getLogger("daphne.access")))
     if options.pop("proxy_headers", False):
         options.update(
             proxy_forwarded_address_header="X-Forwarded-For",
@@ -62,10 +135,6 @@ def daphne_kwargs(local_conf: Mapping[str, str]) -> dict[str, Any]:
             proxy_forwarded_proto_header="X-Forwarded-Proto",
         )
     return {"endpoints": endpoints, **options}
-
-
-#: The signals that shut the daphne runner down.
-SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def stop_on_signals(server: Any, registry: Registry | None) -> None:
@@ -108,13 +177,18 @@ def stop_on_signals(server: Any, registry: Registry | None) -> None:
 def daphne_runner(wsgi_app: WSGIApp, global_conf: Mapping[str, str], **local_conf: str) -> None:
     """Serve ``wsgi_app`` with daphne until it stops (``egg:aiopyramid_ng#daphne``).
 
-    Options: ``listen`` (one address) or ``host``/``port``, and
+    Options: ``listen`` (one address), ``host``/``port`` or ``uds``, and
     :data:`DAPHNE_OPTIONS`.  Daphne sends no ASGI lifespan events; the
     application starts its resources on first use.  ``SIGINT`` and
     ``SIGTERM`` close the WebSocket connections, then stop the server (see
     :func:`stop_on_signals`).
     """
     kwargs = daphne_kwargs(local_conf)
+    uds = parse_unix_socket("daphne", local_conf)
+    if uds is not None:
+        # Twisted removes its socket file when it stops, but binding over
+        # one left by a killed server fails.
+        remove_stale_socket(uds)
     from daphne.server import Server
 
     app = make_asgi_app(wsgi_app)

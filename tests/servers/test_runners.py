@@ -22,13 +22,23 @@ from pathlib import Path
 import coverage
 import httpx
 import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
 from pyramid.exceptions import ConfigurationError
 from websockets.asyncio.client import connect
 
 from aiopyramid_ng.asgi import ASGIApplication
-from aiopyramid_ng.servers.daphne import daphne_kwargs
-from aiopyramid_ng.servers.hypercorn import hypercorn_config
-from aiopyramid_ng.servers.options import DEFAULT_HOST, DEFAULT_PORT, parse_addresses, parse_options
+from aiopyramid_ng.exceptions import see
+from aiopyramid_ng.servers.daphne import DAPHNE_OPTIONS, daphne_kwargs
+from aiopyramid_ng.servers.hypercorn import HYPERCORN_OPTIONS, hypercorn_config
+from aiopyramid_ng.servers.options import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    EQUIVALENTS,
+    Option,
+    parse_addresses,
+    parse_options,
+)
 from aiopyramid_ng.servers.uvicorn import uvicorn_config, uvicorn_options
 from tests.support import REPO_ROOT
 from tests.support.servers import HOST, free_port, serving
@@ -49,7 +59,12 @@ def child_coverage_env() -> dict[str, str]:
     config = copy.copy(current.config)
     config.parallel = True
     config.data_file = os.path.abspath(config.data_file)
-    return {"COVERAGE_PROCESS_CONFIG": config.serialize()}
+    # The runners' worker processes are forked through multiprocessing,
+    # whose coverage support measures each one with a Coverage of its own;
+    # that one reads the configuration file, and its data file from
+    # COVERAGE_FILE, which keeps it out of the server's working directory.
+    config.concurrency = [*config.concurrency, "multiprocessing"]
+    return {"COVERAGE_PROCESS_CONFIG": config.serialize(), "COVERAGE_FILE": config.data_file}
 
 
 def write_ini(directory: Path, server: str, app_use: str = "egg:hello") -> Path:
@@ -238,8 +253,332 @@ def test_an_import_path_is_left_to_the_server() -> None:
 def test_unknown_options_are_errors() -> None:
     with pytest.raises(ConfigurationError, match="unknown option 'threads'; remove it or use"):
         parse_options("daphne", {"threads": "4"}, {})
-    with pytest.raises(ConfigurationError, match=r"gunicorn with uvicorn_worker\.UvicornWorker"):
-        uvicorn_config(lambda environ, start_response: [], {"workers": "4"})
+    with pytest.raises(ConfigurationError, match=r"run `pserve --reload development\.ini`"):
+        uvicorn_config(lambda environ, start_response: [], {"reload": "true"})
+    with pytest.raises(ConfigurationError, match=r"or `uds = /path/app\.sock` for a unix socket"):
+        hypercorn_config({"bind": "unix:/tmp/app.sock"})
+
+
+def runner_options() -> dict[str, dict[str, Option]]:
+    return {"uvicorn": uvicorn_options(), "hypercorn": HYPERCORN_OPTIONS, "daphne": DAPHNE_OPTIONS}
+
+
+def test_the_equivalents_table_holds_exactly_every_runners_options() -> None:
+    for runner, options in runner_options().items():
+        names = [entry[runner] for entry in EQUIVALENTS if runner in entry]
+        assert sorted(names) == sorted(options), runner
+
+
+@pytest.mark.parametrize(
+    ("server", "name", "message"),
+    [
+        (
+            "daphne",
+            "workers",
+            "daphne has no equivalent; egg:aiopyramid_ng#hypercorn and "
+            "egg:aiopyramid_ng#uvicorn have it. Remove it, or use another runner.",
+        ),
+        ("daphne", "backlog", "egg:aiopyramid_ng#hypercorn and egg:aiopyramid_ng#uvicorn have"),
+        ("hypercorn", "limit_concurrency", "; egg:aiopyramid_ng#uvicorn has it."),
+        ("hypercorn", "websocket_timeout", "; egg:aiopyramid_ng#daphne has it."),
+        (
+            "hypercorn",
+            "ws_max_size",
+            "hypercorn calls it 'websocket_max_message_size': write "
+            "`websocket_max_message_size = ...` instead.",
+        ),
+        ("daphne", "ws_ping_interval", "daphne calls it 'ping_interval'"),
+        ("uvicorn", "graceful_timeout", "uvicorn calls it 'timeout_graceful_shutdown'"),
+        ("uvicorn", "keep_alive_timeout", "uvicorn calls it 'timeout_keep_alive'"),
+    ],
+)
+def test_an_option_of_another_runner_names_its_equivalent_or_the_runners_with_it(
+    server: str, name: str, message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_options(server, {name: "4"}, runner_options()[server])
+    assert f"egg:aiopyramid_ng#{server}: unknown option {name!r}; " in str(caught.value)
+    assert message in str(caught.value)
+    assert "Its options: " in str(caught.value)
+    assert str(caught.value).endswith(see(f"runner-{server}"))
+
+
+def test_new_uvicorn_options_reach_its_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certificate = tmp_path / "both.pem"
+    trustme.CA().issue_cert(HOST).private_key_and_cert_chain_pem.write_to_path(str(certificate))
+    config = uvicorn_config(
+        lambda environ, start_response: [],
+        {
+            "workers": "3",
+            "ssl_certfile": f" {certificate} ",
+            "limit_concurrency": "100",
+            "backlog": "64",
+            "timeout_graceful_shutdown": "9",
+            "ws_max_size": "1024",
+            "ws_ping_interval": "None",
+            "ws_ping_timeout": "2.5",
+            "access_log": "no",
+        },
+    )
+    assert config.workers == 3
+    assert (config.ssl_certfile, config.ssl_keyfile) == (str(certificate), None)
+    assert (config.limit_concurrency, config.backlog, config.timeout_graceful_shutdown) == (
+        100,
+        64,
+        9,
+    )
+    assert (config.ws_max_size, config.ws_ping_interval, config.ws_ping_timeout) == (
+        1024,
+        None,
+        2.5,
+    )
+    assert config.access_log is False
+    assert config.is_ssl
+    # One worker unless the ini says otherwise, whatever the environment says.
+    monkeypatch.setenv("WEB_CONCURRENCY", "5")
+    assert uvicorn_config(lambda environ, start_response: [], {}).workers == 1
+
+
+def test_new_hypercorn_options_reach_its_config(tmp_path: Path) -> None:
+    certificate = trustme.CA().issue_cert(HOST)
+    certificate.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    certificate.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    config = hypercorn_config(
+        {
+            "workers": "2",
+            "ssl_certfile": str(tmp_path / "cert.pem"),
+            "ssl_keyfile": str(tmp_path / "key.pem"),
+            "backlog": "50",
+            "websocket_max_message_size": "2048",
+            "websocket_ping_interval": "15",
+            "access_log": "false",
+        }
+    )
+    assert (config.workers, config.backlog, config.websocket_max_message_size) == (2, 50, 2048)
+    assert (config.certfile, config.keyfile) == (
+        str(tmp_path / "cert.pem"),
+        str(tmp_path / "key.pem"),
+    )
+    assert config.ssl_enabled
+    assert config.websocket_ping_interval == 15.0
+    assert config.accesslog is None
+    assert hypercorn_config({"websocket_ping_interval": "none"}).websocket_ping_interval is None
+
+
+def test_new_daphne_options_reach_its_server(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    both = tmp_path / "a:b.pem"  # a colon, which Twisted's endpoint syntax escapes
+    trustme.CA().issue_cert(HOST).private_key_and_cert_chain_pem.write_to_path(str(both))
+    kwargs = daphne_kwargs(
+        {
+            "listen": "[::1]:8443",
+            "ssl_certfile": str(both),
+            "websocket_timeout": "none",
+            "ping_interval": "10",
+            "ping_timeout": "5",
+            "access_log": "true",
+        }
+    )
+    quoted = str(both).replace(":", r"\:")
+    assert kwargs.pop("endpoints") == [
+        rf"ssl:port=8443:interface=\:\:1:privateKey={quoted}:certKey={quoted}"
+    ]
+    logger = kwargs.pop("action_logger")
+    assert kwargs == {"websocket_timeout": -1, "ping_interval": 10.0, "ping_timeout": 5.0}
+    with caplog.at_level(logging.INFO, logger="daphne.access"):
+        logger(
+            "http",
+            "complete",
+            {"client": "127.0.0.1:5", "method": "GET", "path": "/x", "status": 200, "size": 12},
+        )
+    assert [(record.name, record.levelname) for record in caplog.records] == [
+        ("daphne.access", "INFO")
+    ]
+    assert '"GET /x" 200 12' in caplog.records[0].getMessage()
+    assert "action_logger" not in daphne_kwargs({"access_log": "false"})
+    assert daphne_kwargs({"websocket_timeout": "30"})["websocket_timeout"] == 30.0
+
+
+@pytest.mark.parametrize(
+    ("server", "name", "value", "expected"),
+    [
+        (
+            "uvicorn",
+            "workers",
+            "0",
+            "expected a whole number, 1 or more, for example `workers = 4`",
+        ),
+        ("uvicorn", "workers", "two", "expected a whole number, 1 or more"),
+        ("uvicorn", "limit_concurrency", "-5", "expected a whole number, 1 or more"),
+        ("uvicorn", "backlog", "1.5", "expected a whole number, 1 or more"),
+        ("uvicorn", "timeout_graceful_shutdown", "-1", "expected a whole number of seconds"),
+        ("uvicorn", "ws_max_size", "0", "expected a number of bytes, 1 or more"),
+        ("uvicorn", "ws_ping_interval", "0", "greater than 0, or none to send no pings"),
+        ("uvicorn", "ws_ping_timeout", "soon", "greater than 0, or none to wait for pongs"),
+        ("uvicorn", "access_log", "maybe", "expected true or false"),
+        (
+            "uvicorn",
+            "ssl_certfile",
+            "/nonexistent/cert.pem",
+            "expected the path of an existing file, for example "
+            "`ssl_certfile = /etc/ssl/certs/app.pem`",
+        ),
+        ("uvicorn", "ssl_keyfile", "/nonexistent/key.pem", "the path of an existing file"),
+        ("hypercorn", "workers", "-2", "expected a whole number, 1 or more"),
+        ("hypercorn", "backlog", "many", "expected a whole number, 1 or more"),
+        ("hypercorn", "websocket_max_message_size", "1e6", "a number of bytes"),
+        ("hypercorn", "websocket_ping_interval", "nan", "greater than 0, or none"),
+        ("hypercorn", "access_log", "2", "expected true or false"),
+        ("hypercorn", "ssl_certfile", "/nonexistent", "the path of an existing file"),
+        ("daphne", "websocket_timeout", "-1", "0 or more, or none for no limit"),
+        ("daphne", "ping_interval", "0", "expected a number of seconds greater than 0"),
+        ("daphne", "ping_timeout", "later", "expected a number of seconds greater than 0"),
+        ("daphne", "access_log", "loud", "expected true or false"),
+        ("daphne", "ssl_keyfile", "/nonexistent", "the path of an existing file"),
+    ],
+)
+def test_bad_values_of_the_new_options_name_the_option(
+    server: str, name: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_options(server, {name: value}, runner_options()[server])
+    message = str(caught.value)
+    assert f"egg:aiopyramid_ng#{server}: {name} = {value!r} is not valid; expected " in message
+    assert expected in message
+    assert message.endswith(see(f"runner-{server}"))
+
+
+# --- unix sockets and TLS, checked at start-up -----------------------------------------------
+
+
+def test_a_unix_socket_reaches_each_server(tmp_path: Path) -> None:
+    path = str(tmp_path / "a:b.sock")
+    config = uvicorn_config(lambda environ, start_response: [], {"uds": f" {path} "})
+    assert config.uds == path
+    assert hypercorn_config({"uds": path}).bind == [f"unix:{path}"]
+    assert daphne_kwargs({"uds": path})["endpoints"] == ["unix:" + path.replace(":", r"\:")]
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        (
+            {"uds": "/tmp/app.sock", "listen": "127.0.0.1:1"},
+            "uds = '/tmp/app.sock' and listen = '127.0.0.1:1' both say where to listen; keep "
+            "`uds` for a unix socket or `listen = host:port` for TCP, not both.",
+        ),
+        (
+            {"uds": "/tmp/app.sock", "host": "0.0.0.0", "port": "80"},
+            "and host = '0.0.0.0', port = '80' both say where to listen",
+        ),
+        ({"uds": " "}, "uds is empty; write e.g. `uds = %(here)s/app.sock`."),
+        ({"uds": "/tmp/" + "s" * 103 + ".sock"}, "is 113 bytes long, more than the 107"),
+        (
+            {"uds": "/nonexistent/app.sock"},
+            "uds = '/nonexistent/app.sock' is in '/nonexistent', which does not exist",
+        ),
+    ],
+)
+def test_bad_unix_sockets_are_refused(conf: dict[str, str], message: str) -> None:
+    for check in (
+        lambda: uvicorn_config(lambda environ, start_response: [], conf),
+        lambda: hypercorn_config(conf),
+        lambda: daphne_kwargs(conf),
+    ):
+        with pytest.raises(ConfigurationError) as caught:
+            check()
+        assert message in str(caught.value)
+        assert str(caught.value).endswith(see("runner-unix-socket"))
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Certificates and keys, good and bad, by name."""
+    directory = tmp_path_factory.mktemp("pems")
+    authority = trustme.CA()
+    good, other = authority.issue_cert(HOST), authority.issue_cert(HOST)
+    paths = {name: directory / f"{name}.pem" for name in ("cert", "key", "other-key", "junk")}
+    good.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+    good.private_key_pem.write_to_path(str(paths["key"]))
+    other.private_key_pem.write_to_path(str(paths["other-key"]))
+    paths["junk"].write_text("not a certificate\n")
+    key = serialization.load_pem_private_key(good.private_key_pem.bytes(), password=None)
+    paths["encrypted-key"] = directory / "encrypted-key.pem"
+    paths["encrypted-key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("files", "servers", "message"),
+    [
+        (
+            {"ssl_keyfile": "key"},
+            ("uvicorn", "hypercorn", "daphne"),
+            "is set without ssl_certfile; add `ssl_certfile = /path/cert.pem`",
+        ),
+        (
+            {"ssl_certfile": "cert"},
+            ("hypercorn",),
+            "is set without ssl_keyfile, and hypercorn reads the private key from a file of its "
+            "own; add `ssl_keyfile = /path/key.pem`.",
+        ),
+        (
+            {"ssl_certfile": "cert"},
+            ("uvicorn", "daphne"),
+            "cannot load the certificate and key of ssl_certfile = ",
+        ),
+        (
+            {"ssl_certfile": "cert", "ssl_keyfile": "other-key"},
+            ("uvicorn", "hypercorn", "daphne"),
+            "KEY_VALUES_MISMATCH",
+        ),
+        (
+            {"ssl_certfile": "junk", "ssl_keyfile": "key"},
+            ("uvicorn", "hypercorn", "daphne"),
+            "ssl_certfile must hold the PEM certificate chain",
+        ),
+        (
+            {"ssl_certfile": "cert", "ssl_keyfile": "encrypted-key"},
+            ("uvicorn", "hypercorn", "daphne"),
+            "is encrypted, and the runners take no password",
+        ),
+    ],
+)
+def test_bad_certificates_stop_the_runner_at_start_up(
+    files: dict[str, str], servers: tuple[str, ...], message: str, pems: dict[str, Path]
+) -> None:
+    conf = {option: str(pems[name]) for option, name in files.items()}
+    build: dict[str, Callable[[], object]] = {
+        "uvicorn": lambda: uvicorn_config(lambda environ, start_response: [], conf),
+        "hypercorn": lambda: hypercorn_config(conf),
+        "daphne": lambda: daphne_kwargs(conf),
+    }
+    for server in servers:
+        with pytest.raises(ConfigurationError) as caught:
+            build[server]()
+        assert f"egg:aiopyramid_ng#{server}: " in str(caught.value)
+        assert message in str(caught.value)
+        assert str(caught.value).endswith(see("runner-tls"))
+
+
+def test_daphne_serves_tls_over_tcp_only(pems: dict[str, Path]) -> None:
+    conf = {
+        "uds": "/tmp/app.sock",
+        "ssl_certfile": str(pems["cert"]),
+        "ssl_keyfile": str(pems["key"]),
+    }
+    with pytest.raises(ConfigurationError, match="daphne serves TLS over TCP only") as caught:
+        daphne_kwargs(conf)
+    assert str(caught.value).endswith(see("runner-tls"))
 
 
 def test_uvicorn_config_serves_the_wrapped_app_and_keeps_logging() -> None:
@@ -431,7 +770,8 @@ def test_pserve_reload_restarts_the_server_on_a_code_change(tmp_path: Path) -> N
     port = free_port()
     ini = write_ini(
         tmp_path,
-        f"use = egg:aiopyramid_ng#uvicorn\nlisten = 127.0.0.1:{port}",
+        # Under the reloader, one process serves whatever `workers` says.
+        f"use = egg:aiopyramid_ng#uvicorn\nlisten = 127.0.0.1:{port}\nworkers = 2",
         app_use="call:reloadable:main",
     )
     url = f"http://{HOST}:{port}/"
@@ -452,6 +792,7 @@ def test_pserve_reload_restarts_the_server_on_a_code_change(tmp_path: Path) -> N
 
         process.wait_until(reloaded, "the reloaded application")
     assert "Uvicorn running on" in process.output()
+    assert "workers = 2 is ignored under pserve --reload: one process serves." in process.output()
 
 
 # --- gunicorn with uvicorn workers ------------------------------------------------------------
