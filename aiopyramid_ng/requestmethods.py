@@ -13,7 +13,6 @@ to the request instead::
 
 from __future__ import annotations
 
-import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -56,10 +55,10 @@ class WeakRequestMethod:
     def __init__(self, function: Callable[..., Any], docs: str):
         self.function = function
         self.docs = docs
-        functools.update_wrapper(self, function)
+
+    def __repr__(self) -> str:
+        # What Pyramid's introspection shows for the request method.
+        return f"<WeakRequestMethod {self.function.__module__}.{self.function.__qualname__}>"
 
     def __get__(self, request: IRequest, cls: type | None = None) -> WeaklyBound:
         return WeaklyBound(self.function, request, self.docs)
-
-    def __call__(self, request: IRequest, *args: Any, **kwargs: Any) -> Any:
-        return self.function(request, *args, **kwargs)

@@ -24,7 +24,8 @@ import asyncio
 import contextvars
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from pyramid.registry import Registry
 from zope.interface import implementer
@@ -108,17 +109,25 @@ def hub_of(registry: Registry) -> Hub:
 
 
 class _Member:
-    """One connection in one group or more: its queue and its sender."""
+    """One connection in one group or more: its queue, and its sender running ``send(member)``."""
 
     __slots__ = ("connection", "dropped", "groups", "queue", "sender")
 
-    def __init__(self, connection: Connection, queue_size: int):
+    def __init__(
+        self,
+        connection: Connection,
+        queue_size: int,
+        send: Callable[[_Member], Coroutine[Any, Any, None]],
+    ):
         self.connection = connection
         self.groups: set[str] = set()
         self.queue: asyncio.Queue[Data] = asyncio.Queue(queue_size)
-        self.sender: asyncio.Task[None] | None = None
         #: Messages dropped since the member last had nothing waiting.
         self.dropped = 0
+        # An empty context: the sender must not keep the handshake's request alive.
+        self.sender = asyncio.get_running_loop().create_task(
+            send(self), name=f"{SENDER_NAME} {connection.path}", context=contextvars.Context()
+        )
 
 
 @implementer(IBroadcastHub)
@@ -179,7 +188,7 @@ class Hub:
         """End every member's sender, then close the backend."""
         backend, self._backend = self._backend, None
         self._closed = True
-        ending = {member.sender for member in self._members.values() if member.sender}
+        ending = {member.sender for member in self._members.values()}
         for member in list(self._members.values()):
             self._forget(member)
         ending.update(self._settlers.values())
@@ -217,13 +226,7 @@ class Hub:
             raise ConnectionClosedError(connection)
         member = self._members.get(connection)
         if member is None:
-            member = self._members[connection] = _Member(connection, self.queue_size)
-            # An empty context: the sender must not keep the handshake's request alive.
-            member.sender = asyncio.get_running_loop().create_task(
-                self._send(member),
-                name=f"{SENDER_NAME} {connection.path}",
-                context=contextvars.Context(),
-            )
+            member = self._members[connection] = _Member(connection, self.queue_size, self._send)
         if group in member.groups:
             return
         member.groups.add(group)
@@ -280,7 +283,7 @@ class Hub:
         for group in member.groups:
             self._discard(member, group)
         member.groups.clear()
-        if member.sender is not None and member.sender is not asyncio.current_task():
+        if member.sender is not asyncio.current_task():
             member.sender.cancel()
         if member.dropped:
             self._caught_up(member, "left its groups")

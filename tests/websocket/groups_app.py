@@ -4,9 +4,11 @@ A member connects to ``/ws/member?group=a&group=b`` (async view),
 ``/ws/sync-member`` (plain view) or ``/ws/class-member``
 (``WebsocketConnectionView``), joins its groups and answers ``joined``.
 Whatever it then receives it broadcasts to its first group, except
-``leave`` (it leaves that group and answers ``left``) and ``boom`` (its
-view raises).  ``POST /say`` broadcasts from an async HTTP view,
-``/say-plain`` from a plain one in the thread pool, and the headers
+``leave`` (it leaves that group and answers ``left``), ``boom`` (its view
+raises) and, to the async view, ``close`` (it closes with 4001, tries to
+join another group, and broadcasts what that raised to its first group).
+``POST /say`` broadcasts from an async HTTP view, ``/say-plain`` from a
+plain one in the thread pool, and the headers
 ``X-Announce`` and ``X-Notify`` make a tween and a subscriber broadcast to
 ``news``.  ``/tasks`` lists the tasks pending on the loop serving it.
 """
@@ -25,6 +27,7 @@ from pyramid.response import Response
 from pyramid.router import Router
 
 from aiopyramid_ng.broadcast import Hub, hub_of
+from aiopyramid_ng.exceptions import ConnectionClosedError
 from aiopyramid_ng.helpers import await_
 from aiopyramid_ng.websocket import (
     SyncWebSocket,
@@ -61,6 +64,12 @@ async def member(ws: WebSocket) -> None:
             await ws.send("left")
         elif message == "boom":
             raise ValueError("boom")
+        elif message == "close":
+            await ws.close(4001)
+            try:
+                await ws.join("late")
+            except ConnectionClosedError as exc:
+                await ws.request.broadcast(groups[0], f"closed: {type(exc).__name__}")
         else:
             await ws.request.broadcast(groups[0], message)
 

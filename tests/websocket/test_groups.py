@@ -24,12 +24,13 @@ import httpx
 import pytest
 from asgiref.testing import ApplicationCommunicator
 from pyramid.exceptions import ConfigurationError
+from pyramid.registry import Registry
 from pyramid.router import Router
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from aiopyramid_ng.asgi import ASGIApplication, make_asgi_app
-from aiopyramid_ng.broadcast import Hub, MemoryBackend, make_backend
+from aiopyramid_ng.broadcast import Hub, MemoryBackend, hub_of, make_backend
 from aiopyramid_ng.broadcast.hub import SENDER_NAME
 from aiopyramid_ng.broadcast.redis import RedisBackend
 from aiopyramid_ng.exceptions import BroadcastError, WebsocketClosed, see
@@ -124,6 +125,28 @@ def test_a_member_joins_broadcasts_and_leaves(path: str) -> None:
         assert hub(router).groups() == {}
 
 
+def test_a_member_that_closed_its_connection_gets_no_more_broadcasts() -> None:
+    router = make_app()
+    with TestApp(router, timeout=PATIENCE) as app:
+        closer = app.websocket_connect("/ws/member?group=room")
+        other = app.websocket_connect("/ws/member?group=room")
+        for member in (closer, other):
+            assert member.receive_text() == "joined"
+        closer.send_text("close")
+        with pytest.raises(WebsocketClosed) as caught:
+            closer.receive()
+        assert caught.value.code == 4001
+        assert other.receive_text() == "closed: ConnectionClosedError"
+        assert hub(router).groups() == {"room": 1}
+        other.close()
+
+
+def test_the_hub_of_an_application_without_the_add_on() -> None:
+    with pytest.raises(RuntimeError, match="has no broadcast hub") as caught:
+        hub_of(Registry())
+    assert str(caught.value).endswith(see("websocket-groups"))
+
+
 def test_a_request_method_kept_past_its_request_is_an_error() -> None:
     groups_app.kept.clear()
     with TestApp(make_app(), timeout=PATIENCE) as app:
@@ -197,8 +220,11 @@ def test_the_url_chooses_the_backend() -> None:
 def test_a_closed_hub_refuses_until_it_starts_again() -> None:
     async def scenario() -> None:
         closed = Hub(MemoryBackend)
+        assert repr(closed) == "<Hub new, 0 member(s) in 0 group(s)>"
         await closed.publish("room", "first use starts it")
+        assert repr(closed) == "<Hub running, 0 member(s) in 0 group(s)>"
         await closed.close()
+        assert repr(closed) == "<Hub closed, 0 member(s) in 0 group(s)>"
         with pytest.raises(BroadcastError, match="The application has shut down") as caught:
             await closed.publish("room", "late")
         assert str(caught.value).endswith(see("websocket-groups"))
@@ -228,8 +254,9 @@ async def lifespan_ended(lifespan: ApplicationCommunicator) -> None:
 async def members_of(app: ASGIApplication, count: int, query: str) -> list[Client]:
     """``count`` members, of the three kinds of views in turn, once they joined."""
     members = [Client(app, ws_scope(MEMBER_PATHS[n % 3], query=query)) for n in range(count)]
+    # All at once: the first joiner of a group subscribes it, the others wait for that.
+    await asyncio.gather(*(member.accepted() for member in members))
     for member in members:
-        await member.accepted()
         assert (await member.receive())["text"] == "joined"
     return members
 
@@ -270,6 +297,49 @@ def test_a_member_that_ends_leaves_its_groups(leak_check: LeakCheck) -> None:
         await lifespan_ended(lifespan)
         # The lifespan shutdown stopped the application's pool from a thread of the loop's own.
         leak_check.assert_clean(loop, max_new_threads=1)
+
+    asyncio.run(scenario())
+
+
+def test_a_member_whose_peer_leaves_while_it_joins_is_not_left_in_the_group(
+    leak_check: LeakCheck,
+) -> None:
+    router = make_app()
+    app = make_asgi_app(router)
+
+    async def scenario() -> None:
+        client = Client(app, ws_scope("/ws/member", query="group=room"))
+        # The peer is gone before the view runs: its reader hears it while the
+        # view waits for the group's subscription, the first of the hub.
+        await client.communicator.send_input({"type": "websocket.connect"})
+        await client.disconnect()
+        assert (await client.receive())["type"] == "websocket.accept"
+        await client.done()
+        await asyncio.sleep(0)  # the backend's unsubscription
+        assert hub(router).groups() == {}
+        await hub(router).close()
+        leak_check.assert_clean(asyncio.get_running_loop())
+
+    asyncio.run(scenario())
+
+
+def test_closing_the_hub_ends_the_senders_of_members_still_there(leak_check: LeakCheck) -> None:
+    router = make_app()
+    app = make_asgi_app(router)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        members = await members_of(app, 6, "group=room")  # no lifespan: started on first use
+        assert len([n for n in pending_tasks(loop) if n.startswith(SENDER_NAME)]) == 6
+        await hub(router).close()  # as at a shutdown whose views would not end in time
+        assert hub(router).groups() == {}
+        assert not [n for n in pending_tasks(loop) if n.startswith(SENDER_NAME)]
+        await members[0].send_text("too late")  # the view fails: the hub is closed
+        assert (await members[0].receive())["code"] == 1011
+        for member in members:
+            await member.disconnect()
+            await member.done()
+        leak_check.assert_clean(loop)
 
     asyncio.run(scenario())
 
@@ -440,9 +510,11 @@ def test_drop_oldest_drops_counts_and_logs_once(caplog: pytest.LogCaptureFixture
 
         async def scenario() -> list[str]:
             slow = await member(url, sock=stalled_socket(url), max_queue=1)
+            vanishing = await member(url, sock=stalled_socket(url), max_queue=1)
             fast = [await member(url) for _ in range(10)]
             async with httpx.AsyncClient(base_url=url, timeout=PATIENCE) as http:
                 await rounds(http, fast)
+            vanishing.transport.abort()  # behind, it leaves without reading
             last = sent()[-1]
             got = [str(await slow.recv()).split(":")[0]]
             while got[-1] != last:
@@ -453,11 +525,15 @@ def test_drop_oldest_drops_counts_and_logs_once(caplog: pytest.LogCaptureFixture
 
         with caplog.at_level(logging.WARNING, "aiopyramid_ng.broadcast"):
             got = asyncio.run(asyncio.wait_for(scenario(), PATIENCE))
-            wait_until(lambda: caplog.text, "the drops to be counted", lambda t: "dropped" in t)
+            wait_until(lambda: caplog.text, "the drops to be counted", lambda t: "caught up" in t)
+            wait_until(hub(router).groups, "the members to leave", not_)
         order = {prefix: index for index, prefix in enumerate(sent())}
         assert [order[prefix] for prefix in got] == sorted(order[prefix] for prefix in got)
-        dropped = hub(router).dropped
-        assert dropped > 0 and len(got) + dropped == len(sent())
+        caught_up = re.findall(r"caught up; (\d+) of its broadcast messages", caplog.text)
+        left = re.findall(r"left its groups; (\d+) of its broadcast messages", caplog.text)
+        assert len(caught_up) == 1 and len(left) == 1
+        assert len(got) + int(caught_up[0]) == len(sent())
+        assert hub(router).dropped == int(caught_up[0]) + int(left[0])
         assert hub(router).evicted == 0
-        assert caplog.text.count("dropping its oldest waiting messages") == 1
-        assert caplog.text.count(f"caught up; {dropped} of its broadcast messages were") == 1
+        # Once per member falling behind, not once per message.
+        assert caplog.text.count("dropping its oldest waiting messages") == 2
