@@ -32,7 +32,6 @@ from websockets.exceptions import ConnectionClosed
 from aiopyramid_ng.asgi import ASGIApplication, make_asgi_app
 from aiopyramid_ng.broadcast import Hub, MemoryBackend, hub_of, make_backend
 from aiopyramid_ng.broadcast.hub import SENDER_NAME
-from aiopyramid_ng.broadcast.redis import RedisBackend
 from aiopyramid_ng.exceptions import BroadcastError, WebsocketClosed, see
 from aiopyramid_ng.testing import TestApp
 from tests.support.leaks import LeakCheck
@@ -212,6 +211,9 @@ def test_bad_settings_fail_at_commit_naming_the_setting(name: str, value: str) -
 
 
 def test_the_url_chooses_the_backend() -> None:
+    # Imported here: only this test needs the Redis client.
+    from aiopyramid_ng.broadcast.redis import RedisBackend
+
     assert isinstance(make_backend("memory://", 1.0), MemoryBackend)
     assert isinstance(make_backend("redis://localhost:6379/0", 1.0), RedisBackend)
     assert isinstance(make_backend("rediss://localhost:6380/0", 1.0), RedisBackend)
