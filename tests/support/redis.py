@@ -1,0 +1,107 @@
+"""A real Redis for the broadcast tests: Debian's ``redis-server`` on a free port of :data:`HOST`.
+
+It keeps nothing on disk (``--save ""``, no append-only file) and runs in a
+directory of its own.  A test can stop it, restart it on the same port, or
+freeze it (``SIGSTOP``: connections stay open, nothing answers), and it is
+always stopped, by its PID, at the end.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.servers import HOST, PATIENCE, free_port, stop
+
+REDIS_SERVER = Path("/usr/bin/redis-server")
+
+
+def answers_ping(port: int) -> bool:
+    """Does a Redis on ``port`` of :data:`HOST` answer ``PING`` now?"""
+    try:
+        with socket.create_connection((HOST, port), timeout=1) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One ``redis-server`` process, started by :func:`running_redis`."""
+
+    def __init__(self, directory: Path):
+        if not REDIS_SERVER.exists():
+            raise AssertionError(
+                f"The broadcast tests need Debian's Redis server, {REDIS_SERVER}: "
+                "apt-get install redis-server"
+            )
+        self.directory = directory
+        self.log = directory / "redis-server.log"
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Its ``redis://`` URL, database 0."""
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it (again, on the same port) and wait until it answers ``PING``."""
+        argv = [
+            str(REDIS_SERVER),
+            "--bind",
+            HOST,
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.directory),
+        ]
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + PATIENCE
+        while not answers_ping(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{argv} did not start:\n{self.log.read_text()}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop it by its PID (a frozen one is thawed first); harmless if it is not running."""
+        if self.process is not None:
+            self.resume()
+            stop(self.process, self.log)
+            self.process = None
+
+    def freeze(self) -> None:
+        """``SIGSTOP`` it: its connections stay open and nothing answers on them."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """``SIGCONT`` it after :meth:`freeze` (harmless otherwise)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+@contextmanager
+def running_redis(directory: Path) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer` for the block, stopped after it whatever happens.
+
+    :raises AssertionError: when ``/usr/bin/redis-server`` is missing, saying
+        how to install it.
+    """
+    server = RedisServer(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
