@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import trustme
 from redis import Redis as BlockingRedis
 from redis.asyncio import Redis
 
@@ -135,6 +136,35 @@ def test_text_and_bytes_arrive_as_they_were_published(redis_server: RedisServer)
     received = run(scenario)
     assert received == [("room", message) for message in published]
     assert [type(message) for _, message in received] == [type(m) for m in published]
+
+
+def test_rediss_carries_messages_over_tls_with_the_certificate_checked(tmp_path: Path) -> None:
+    authority = trustme.CA()
+    certificate = authority.issue_cert(HOST)
+    chain, key, trusted = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    chain.write_bytes(b"".join(pem.bytes() for pem in certificate.cert_chain_pems))
+    certificate.private_key_pem.write_to_path(str(key))
+    authority.cert_pem.write_to_path(str(trusted))
+
+    with running_redis(tmp_path, tls=(chain, key)) as server:
+        assert server.url.startswith("rediss://")
+
+        async def scenario() -> tuple[list[tuple[str, Data]], str]:
+            inbox = Inbox()
+            checked = f"{server.url}?ssl_ca_certs={trusted}"
+            async with started(checked, inbox) as member, started(checked) as sender:
+                await member.subscribe("secure")
+                await sender.publish("secure", "text")
+                await sender.publish("secure", b"bytes")
+                await eventually(partial(inbox.counts, 2), "both messages")
+            # Without the authority that signed it, the certificate is refused.
+            with pytest.raises(BroadcastError) as caught:
+                await RedisBackend(server.url, TIMEOUT).start(Inbox())
+            return inbox.received, str(caught.value)
+
+        received, refused = run(scenario)
+    assert received == [("secure", "text"), ("secure", b"bytes")]
+    assert "CERTIFICATE_VERIFY_FAILED" in refused
 
 
 def test_two_processes_see_each_others_messages_once_and_in_order(
