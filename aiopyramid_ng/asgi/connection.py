@@ -154,10 +154,15 @@ class Connection:
 
     def _peer_left(self, code: int, reason: str) -> None:
         if self.closed:
-            return  # the close this side sent, answered
+            return  # the close this side sent, answered (or a send already found it gone)
         self._mark_closed(code, reason)
-        if not self._wake() and self.task is not None and not self.task.done():
+        if self._wake():
+            return
+        task = self.task
+        if task is not None and not task.done() and asyncio.current_task() is not task:
             # The view waits on something else than recv(): end it there.
+            # Not when the view itself found the peer gone (its send()
+            # failed): it gets ConnectionClosedError right away.
             self.interrupt()
 
     def interrupt(self, code: int = GOING_AWAY, reason: str = "") -> None:
@@ -223,8 +228,12 @@ class Connection:
         try:
             await self._send(message)
         except OSError as exc:
-            # uvicorn reports a vanished peer this way; others drop the message.
-            self._mark_closed(ABNORMAL_CLOSURE, "")
+            # uvicorn reports a vanished peer this way; others drop the
+            # message.  The sender may be another Task than the view's (a
+            # group's sender): the view, waiting in recv() or elsewhere,
+            # must learn it too, since the reader's disconnect, coming
+            # after this, finds the connection closed already.
+            self._peer_left(ABNORMAL_CLOSURE, "")
             raise ConnectionClosedError(self) from exc
 
     async def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
