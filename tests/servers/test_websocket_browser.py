@@ -1,15 +1,19 @@
-"""The chat example (``examples/chat``) in two headless Chromium browsers.
+"""The chat example (``examples/chat``) in headless Chromium browsers.
 
 The example is served the documented way, ``pserve`` with its
 ``development.ini`` (only the port changed), and driven with Playwright
 using Debian's Chromium (``.ci/run`` installs it).  Skipped, with the reason
-in the test summary, only where that browser is absent.
+in the test summary, only where that browser is absent.  Then across
+processes: two ``pserve`` processes on one Redis (their room on
+``aiopyramid_ng.broadcast.url``), a browser on each, and one ``pserve`` with
+two workers.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +29,7 @@ if not CHROMIUM.exists():
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
 from tests.support import REPO_ROOT  # noqa: E402
+from tests.support.redis import running_redis  # noqa: E402
 from tests.support.servers import HOST, PATIENCE, accepts_connections, free_port, serving  # noqa: E402
 
 EXAMPLE = REPO_ROOT / "examples" / "chat"
@@ -40,17 +45,38 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def chat_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+SHIPPED_LISTEN = "listen = 127.0.0.1:6544"
+
+
+@contextmanager
+def chat_served(directory: Path, redis_url: str | None = None, workers: int = 1) -> Iterator[str]:
+    """``pserve`` of the shipped ``development.ini`` on a free port; yield its URL.
+
+    ``redis_url`` becomes the room's broadcast backend, ``workers`` the
+    number of worker processes.
+    """
     port = free_port()
-    directory = tmp_path_factory.mktemp("chat")
+    directory.mkdir(parents=True, exist_ok=True)
     ini = directory / "development.ini"
     shipped = (EXAMPLE / "development.ini").read_text()
-    assert "listen = 127.0.0.1:6544" in shipped
-    ini.write_text(shipped.replace("listen = 127.0.0.1:6544", f"listen = {HOST}:{port}"))
+    assert SHIPPED_LISTEN in shipped and "\n[app:main]\nuse = egg:chat\n" in shipped
+    server = f"listen = {HOST}:{port}" + (f"\nworkers = {workers}" if workers > 1 else "")
+    conf = shipped.replace(SHIPPED_LISTEN, server)
+    if redis_url is not None:
+        conf = conf.replace(
+            "use = egg:chat\n", f"use = egg:chat\naiopyramid_ng.broadcast.url = {redis_url}\n"
+        )
+    ini.write_text(conf)
     pserve = str(Path(sys.executable).parent / "pserve")
+    # SIGTERM to pserve alone, as a supervisor sends it: it stops its workers.
     with serving([pserve, str(ini)], directory / "pserve.log", accepts_connections(port)):
         yield f"http://{HOST}:{port}/"
+
+
+@pytest.fixture(scope="module")
+def chat_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with chat_served(tmp_path_factory.mktemp("chat")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +135,44 @@ def test_anonymous_websocket_is_refused(browser: Browser, chat_url: str) -> None
     )
     assert code == 1006  # what a browser reports for a refused handshake (here a 403)
     page.context.close()
+
+
+def _all_see(pages: list[Page], lines: list[str]) -> None:
+    for page in pages:
+        messages = page.locator("#messages li")
+        for line in lines:
+            expect(messages.filter(has_text=line)).to_have_count(1, timeout=PATIENCE * 1000)
+
+
+def test_two_servers_on_one_redis_share_the_room(browser: Browser, tmp_path: Path) -> None:
+    with (
+        running_redis(tmp_path) as redis,
+        chat_served(tmp_path / "one", redis.url) as one,
+        chat_served(tmp_path / "two", redis.url) as two,
+    ):
+        alice = _enter(browser, one, "alice")
+        bob = _enter(browser, two, "bob")
+        expect(alice.locator("#messages")).to_contain_text("bob joined the room")
+        _say(alice, "hello from the first server")
+        _say(bob, "hello from the second server")
+        _all_see(
+            [alice, bob],
+            ["alice: hello from the first server", "bob: hello from the second server"],
+        )
+        bob.context.close()
+        expect(alice.locator("#messages")).to_contain_text("bob left the room")
+        alice.context.close()
+
+
+def test_two_workers_on_one_redis_share_the_room(browser: Browser, tmp_path: Path) -> None:
+    with (
+        running_redis(tmp_path) as redis,
+        chat_served(tmp_path / "workers", redis.url, workers=2) as url,
+    ):
+        names = ["carol", "dave", "erin", "frank"]
+        pages = [_enter(browser, url, name) for name in names]
+        for page, name in zip(pages, names, strict=True):
+            _say(page, f"{name} was here")
+        _all_see(pages, [f"{name}: {name} was here" for name in names])
+        for page in pages:
+            page.context.close()
