@@ -13,12 +13,13 @@ Failure behaviour, which the hub relies on:
   :class:`~aiopyramid_ng.exceptions.BroadcastError`; it never hangs and never
   sends a message twice.
 * The subscriber is read by a task of its own that nothing else waits for.
-  When its connection is lost (closed, or silent: no answer to a ``PING``
-  within the timeout) it reconnects with capped exponential backoff and
-  jitter, subscribes every group again, and logs the outage once and the
-  recovery once.  Messages published meanwhile are lost for this process
-  (delivery is at most once); HTTP requests and open WebSocket connections
-  go on as before.
+  When its connection is lost (closed, or silent: a ``PING`` unanswered for
+  a timeout) it closes the idle publishing connections too, reconnects with
+  capped exponential backoff and jitter, subscribes every group again, and
+  logs the outage once and the recovery once.  Messages published meanwhile
+  are lost for this process (delivery is at most once); HTTP requests and
+  open WebSocket connections go on as before, and ``subscribe`` and
+  ``unsubscribe`` return at once (the next connection applies them).
 * :meth:`RedisBackend.start` fails with ``BroadcastError`` when Redis cannot
   be reached within the timeout, and a malformed URL is a :exc:`ValueError`
   of the constructor; both name the URL with its password masked.
@@ -186,12 +187,17 @@ class RedisBackend:
                 f"seconds greater than 0, not {timeout!r}. {see('setting-broadcast-timeout')}"
             )
         self.timeout = timeout
-        # No retry inside redis-py: a command that fails is not sent again
-        # (at most once), and the subscriber's own loop does the reconnecting.
         options: dict[str, Any] = {
             "socket_connect_timeout": timeout,
             "socket_timeout": timeout,
+            # No retry inside redis-py: a command that fails is not sent again
+            # (at most once), and the subscriber's own loop does the reconnecting.
             "retry": Retry(NoBackoff(), 0, supported_errors=()),
+            # RESP2, which every Redis speaks.  redis-py 8's default, RESP3,
+            # turns on its maintenance notifications, and with them off goes its
+            # check that a pooled connection is still open: the first publish
+            # after Redis restarted (or closed an idle connection) would fail.
+            "protocol": 2,
         }
         try:
             pool = BlockingConnectionPool.from_url(
@@ -363,6 +369,10 @@ class RedisBackend:
                 except _LOST as error:
                     reason = _describe(error)
                 await self._drop()
+                # The idle publishing connections went down with it: closed now,
+                # they are opened anew by the next publish rather than written to
+                # (redis-py before 8 would not find them closed).
+                await self._publisher.connection_pool.disconnect(inuse_connections=False)
                 lost_at = loop.time()
                 logger.warning(
                     "Lost the connection to Redis at %s (%s); reconnecting. Until it is back, "
