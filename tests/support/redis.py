@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.support.servers import HOST, PATIENCE, free_port, stop
 
 REDIS_SERVER = Path("/usr/bin/redis-server")
@@ -53,9 +55,11 @@ class RedisServer:
 
     def __init__(self, directory: Path, tls: tuple[Path, Path] | None = None):
         if not REDIS_SERVER.exists():
-            raise AssertionError(
-                f"The broadcast tests need Debian's Redis server, {REDIS_SERVER}: "
-                "apt-get install redis-server"
+            # As for Chromium: .ci/run installs it and fails if it cannot,
+            # so CI never skips; a bare machine runs the rest of the suite.
+            pytest.skip(
+                f"{REDIS_SERVER} is absent (on Debian: apt-get install redis-server); the Redis "
+                "broadcast backend was not tested"
             )
         self.directory = directory
         self.log = directory / "redis-server.log"
@@ -109,8 +113,8 @@ class RedisServer:
 def running_redis(directory: Path, tls: tuple[Path, Path] | None = None) -> Iterator[RedisServer]:
     """A started :class:`RedisServer` for the block, stopped after it whatever happens.
 
-    :raises AssertionError: when ``/usr/bin/redis-server`` is missing, saying
-        how to install it.
+    Skips the test, saying how to install it, when ``/usr/bin/redis-server``
+    is absent.
     """
     server = RedisServer(directory, tls)
     try:
