@@ -134,9 +134,14 @@ def _words(raw: Any) -> tuple[str, ...]:
 def _broadcast_url(raw: Any) -> str:
     """``memory://`` (this process), or a Redis URL naming its host."""
     url = str(raw).strip()
-    parts = urlsplit(url)
-    if url == "memory://" or (parts.scheme in ("redis", "rediss") and parts.hostname):
+    if url == "memory://":
         return url
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss") and parts.hostname:
+        _ = parts.port  # ValueError for a port that is not a number from 0 to 65535
+        database = parts.path.lstrip("/")
+        if database == "" or database.isdigit():
+            return url
     raise ValueError(raw)
 
 
