@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -47,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from load import percentile
-from run import free_port, memory_kib, pin, split_cores
+from run import Server, free_port, memory_kib, pin, split_cores
 
 GROUP = "fanout"
 #: The latency phase: this many messages, one every PACE seconds.
@@ -107,25 +106,7 @@ def serve(url: str, port: int, queue_size: int) -> None:
 # --- processes -------------------------------------------------------------------------------
 
 
-@dataclass
-class Process:
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self) -> None:
-        """Stop it by its PID: SIGTERM, then SIGKILL if it hangs."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-def _wait_for_port(started: Process, ready: bytes | None = None) -> Process:
+def _wait_for_port(started: Server, ready: bytes | None = None) -> Server:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if started.process.poll() is not None:
@@ -144,7 +125,7 @@ def _wait_for_port(started: Process, ready: bytes | None = None) -> Process:
     raise RuntimeError(f"{started.name} did not start; see {started.log}")
 
 
-def start_redis(logs: Path, cores: set[int] | None) -> Process:
+def start_redis(logs: Path, cores: set[int] | None) -> Server:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit(
@@ -162,10 +143,10 @@ def start_redis(logs: Path, cores: set[int] | None) -> Process:
             cwd=logs,
         )
     pin(process.pid, cores)
-    return _wait_for_port(Process("redis-server", port, process, log), ready=b"+PONG")
+    return _wait_for_port(Server("redis-server", port, process, log), ready=b"+PONG")
 
 
-def start_server(url: str, queue_size: int, logs: Path, cores: set[int] | None) -> Process:
+def start_server(url: str, queue_size: int, logs: Path, cores: set[int] | None) -> Server:
     port = free_port()
     log = logs / f"fanout-{port}.log"
     here = Path(__file__).resolve().parent
@@ -176,7 +157,7 @@ def start_server(url: str, queue_size: int, logs: Path, cores: set[int] | None) 
             stderr=subprocess.STDOUT,
         )
     pin(process.pid, cores)
-    return _wait_for_port(Process("aiopyramid_ng", port, process, log))
+    return _wait_for_port(Server("aiopyramid_ng", port, process, log))
 
 
 # --- the load side ---------------------------------------------------------------------------
@@ -257,7 +238,7 @@ async def fan_out(
 def run_one(backend: str, number: int, args: argparse.Namespace, logs: Path) -> Result:
     split = split_cores()
     server_cores, _load_cores = split if split else (None, None)
-    started: list[Process] = []
+    started: list[Server] = []
     try:
         if backend == "memory":
             urls = ["memory://"]

@@ -24,7 +24,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.servers.test_runners import LOG_FORMAT, ServerProcess, worker_pids
+from tests.servers.test_runners import ServerProcess, worker_pids, write_ini
 from tests.support import REPO_ROOT
 from tests.support.redis import running_redis
 from tests.support.servers import HOST, PATIENCE, free_port, serving, wait_until
@@ -64,39 +64,6 @@ def main(global_config, **settings):
         return config.make_wsgi_app()
 """
 
-INI = """\
-[app:main]
-use = call:groups_app:main
-aiopyramid_ng.broadcast.url = {redis}
-aiopyramid_ng.broadcast.queue_size = 256
-
-[server:main]
-use = egg:aiopyramid_ng#uvicorn
-listen = {host}:{port}
-workers = {workers}
-
-[loggers]
-keys = root
-
-[handlers]
-keys = console
-
-[formatters]
-keys = generic
-
-[logger_root]
-level = INFO
-handlers = console
-
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-formatter = generic
-
-[formatter_generic]
-format = {log_format}
-"""
-
 
 def says_hello(port: int) -> bool:
     try:
@@ -111,9 +78,11 @@ def pserve(directory: Path, redis: str, workers: int) -> Iterator[tuple[int, Ser
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "groups_app.py").write_text(APP)
     port = free_port()
-    ini = directory / "groups.ini"
-    ini.write_text(
-        INI.format(redis=redis, host=HOST, port=port, workers=workers, log_format=LOG_FORMAT)
+    ini = write_ini(
+        directory,
+        f"use = egg:aiopyramid_ng#uvicorn\nlisten = {HOST}:{port}\nworkers = {workers}",
+        "call:groups_app:main",
+        f"aiopyramid_ng.broadcast.url = {redis}\naiopyramid_ng.broadcast.queue_size = 256",
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": f"{directory}:{REPO_ROOT}"}
     log = directory / "pserve.log"

@@ -26,7 +26,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.servers.test_runner_deployment import answers_on, exit_status, running
-from tests.servers.test_runners import BIN, LOG_FORMAT, ServerProcess, worker_pids
+from tests.servers.test_runners import BIN, ServerProcess, worker_pids, write_ini
 from tests.support import REPO_ROOT
 from tests.support.redis import running_redis
 from tests.support.servers import HOST, PATIENCE, free_port, serving, wait_until
@@ -57,40 +57,6 @@ http {{
     scgi_temp_path {here}/scgi;
     include {here}/site.conf;
 }}
-"""
-
-INI = """\
-[app:main]
-use = egg:{app}
-{settings}
-
-[server:main]
-use = egg:aiopyramid_ng#uvicorn
-uds = {socket}
-workers = 2
-# Only nginx can reach the socket: trust the X-Forwarded-* headers it sets.
-forwarded_allow_ips = *
-
-[loggers]
-keys = root
-
-[handlers]
-keys = console
-
-[formatters]
-keys = generic
-
-[logger_root]
-level = INFO
-handlers = console
-
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-formatter = generic
-
-[formatter_generic]
-format = {log_format}
 """
 
 
@@ -129,8 +95,12 @@ def deployed(directory: Path, app: str, settings: str = "") -> Iterator[tuple[st
             "nginx was not tested"
         )
     socket = directory / "app.sock"
-    ini = directory / "deploy.ini"
-    ini.write_text(INI.format(app=app, settings=settings, socket=socket, log_format=LOG_FORMAT))
+    server_lines = (
+        f"use = egg:aiopyramid_ng#uvicorn\nuds = {socket}\nworkers = 2\n"
+        "# Only nginx can reach the socket: trust the X-Forwarded-* headers it sets.\n"
+        "forwarded_allow_ips = *"
+    )
+    ini = write_ini(directory, server_lines, f"egg:{app}", settings)
     port = free_port()
     main = nginx_configuration(directory, socket, port)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -67,13 +67,17 @@ def child_coverage_env() -> dict[str, str]:
     return {"COVERAGE_PROCESS_CONFIG": config.serialize(), "COVERAGE_FILE": config.data_file}
 
 
-def write_ini(directory: Path, server: str, app_use: str = "egg:hello") -> Path:
-    """Write an ini file serving ``app_use`` with the ``[server:main]`` lines ``server``."""
+def write_ini(directory: Path, server: str, app_use: str = "egg:hello", settings: str = "") -> Path:
+    """Write an ini file serving ``app_use`` with the ``[server:main]`` lines ``server``.
+
+    ``settings`` are more ``[app:main]`` lines.
+    """
     path = directory / "test.ini"
     path.write_text(
         f"""\
 [app:main]
 use = {app_use}
+{settings}
 
 [server:main]
 {server}
