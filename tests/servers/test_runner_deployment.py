@@ -16,6 +16,7 @@ import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from operator import not_
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,11 @@ from tests.support.servers import HOST, PATIENCE, free_port, serving, wait_until
 pytestmark = pytest.mark.servers
 
 #: The application served: ``main`` answers who served a request and how it
-#: arrived, echoes WebSocket messages, and has a WebSocket view whose
-#: ``on_close`` blocks its worker's event loop; ``failing`` cannot start.
+#: arrived, echoes WebSocket messages, and has WebSocket views whose
+#: ``on_close`` takes a minute, blocking its worker's event loop (``stuck``)
+#: or not (``lingering``); ``failing`` cannot start.
 APP = """\
+import asyncio
 import os
 import time
 
@@ -67,6 +70,14 @@ class Stuck(WebsocketConnectionView):
         time.sleep(60)
 
 
+class Lingering(WebsocketConnectionView):
+    async def on_open(self):
+        await self.send(f"welcome from {os.getpid()}")
+
+    async def on_close(self):
+        await asyncio.sleep(60)
+
+
 def main(global_config, **settings):
     with Configurator(settings=settings) as config:
         config.include("aiopyramid_ng")
@@ -76,6 +87,8 @@ def main(global_config, **settings):
         config.add_view(Echo, route_name="echo")
         config.add_route("stuck", "/ws/stuck")
         config.add_view(Stuck, route_name="stuck")
+        config.add_route("lingering", "/ws/lingering")
+        config.add_view(Lingering, route_name="lingering")
         return config.make_wsgi_app()
 
 
@@ -178,7 +191,7 @@ def dead(pid: int) -> bool:
     """Has process ``pid`` stopped running (exited, reaped or not)?"""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped, before or while reading
         return True
     return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
@@ -259,6 +272,57 @@ def test_workers_share_the_socket_survive_a_kill_and_stop_cleanly(
     assert "Traceback" not in output
 
 
+async def open_on_every_worker(port: int, view: str, workers: set[int]) -> list[ClientConnection]:
+    """Open connections to WebSocket ``view`` until each of ``workers`` serves one."""
+    opened: list[tuple[str | bytes, ClientConnection]] = []
+    while {f"welcome from {pid}" for pid in workers} - {hello for hello, _ in opened}:
+        websocket = await connect(f"ws://{HOST}:{port}/ws/{view}")
+        opened.append((await websocket.recv(), websocket))
+    return [websocket for _, websocket in opened]
+
+
+@pytest.mark.parametrize("name", FORKING)
+def test_a_second_signal_stops_the_workers_waiting(name: str, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://{HOST}:{port}/"
+    server_lines = f"use = egg:aiopyramid_ng#{name}\nlisten = {HOST}:{port}\nworkers = 2"
+    with pserve(tmp_path, server_lines, answers(url)) as server:
+        parent = server.process.pid
+        workers = wait_until(lambda: worker_pids(parent), "two workers", lambda p: len(p) == 2)
+
+        async def scenario() -> int:
+            # Each worker has a connection whose on_close takes a minute.
+            lingering = await open_on_every_worker(port, "lingering", workers)
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)  # the workers wait for on_close
+            assert server.process.poll() is None
+            server.process.send_signal(signal.SIGTERM)
+            status = await asyncio.to_thread(exit_status, server)
+            for websocket in lingering:
+                await websocket.close()
+            return status
+
+        status = asyncio.run(asyncio.wait_for(scenario(), PATIENCE))
+    output = server.output()
+    assert status == 0, output
+    assert "killed" not in output  # they stopped waiting: nothing had to be killed
+    assert not [pid for pid in workers if running(pid)], output
+
+
+@pytest.mark.parametrize("name", FORKING)
+def test_workers_stop_when_their_parent_is_killed(name: str, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://{HOST}:{port}/"
+    server_lines = f"use = egg:aiopyramid_ng#{name}\nlisten = {HOST}:{port}\nworkers = 2"
+    with pserve(tmp_path, server_lines, answers(url)) as server:
+        parent = server.process.pid
+        workers = wait_until(lambda: worker_pids(parent), "two workers", lambda p: len(p) == 2)
+        server.process.kill()
+        assert server.process.wait(timeout=EXIT_WITHIN) == -signal.SIGKILL
+        # Orphaned, each worker notices and shuts down by itself.
+        wait_until(lambda: [pid for pid in workers if not dead(pid)], "the workers to stop", not_)
+
+
 @pytest.mark.parametrize("name", FORKING)
 def test_each_signal_to_the_parent_escalates_the_workers_shutdown(
     name: str, tmp_path: Path
@@ -272,15 +336,12 @@ def test_each_signal_to_the_parent_escalates_the_workers_shutdown(
 
         async def scenario() -> int:
             # Every worker gets a connection whose on_close blocks its loop.
-            stuck: list[tuple[str | bytes, ClientConnection]] = []
-            while {f"welcome from {pid}" for pid in workers} - {hello for hello, _ in stuck}:
-                websocket = await connect(f"ws://{HOST}:{port}/ws/stuck")
-                stuck.append((await websocket.recv(), websocket))
+            stuck = await open_on_every_worker(port, "stuck", workers)
             for _ in range(3):
                 server.process.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.5)
             status = await asyncio.to_thread(exit_status, server)
-            for _, websocket in stuck:
+            for websocket in stuck:
                 await websocket.close()
             return status
 
