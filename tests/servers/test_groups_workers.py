@@ -24,7 +24,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.servers.test_runners import ServerProcess, worker_pids, write_ini
+from tests.servers.test_runners import ServerProcess, two_workers, worker_pids, write_ini
 from tests.support import REPO_ROOT
 from tests.support.redis import running_redis
 from tests.support.servers import HOST, PATIENCE, free_port, serving, wait_until
@@ -128,9 +128,7 @@ def test_a_thousand_members_over_two_workers_and_a_second_server(tmp_path: Path)
         redis = stack.enter_context(running_redis(tmp_path))
         first, first_server = stack.enter_context(pserve(tmp_path / "first", redis.url, 2))
         second, _ = stack.enter_context(pserve(tmp_path / "second", redis.url, 1))
-        workers = wait_until(
-            lambda: worker_pids(first_server.process.pid), "two workers", lambda p: len(p) == 2
-        )
+        workers = two_workers(first_server.process.pid)
 
         async def scenario() -> None:
             gate = asyncio.Semaphore(50)
@@ -160,9 +158,7 @@ def test_a_worker_killed_leaves_the_others_hearing(tmp_path: Path) -> None:
     with ExitStack() as stack:
         redis = stack.enter_context(running_redis(tmp_path))
         port, server = stack.enter_context(pserve(tmp_path / "server", redis.url, 2))
-        workers = wait_until(
-            lambda: worker_pids(server.process.pid), "two workers", lambda p: len(p) == 2
-        )
+        workers = two_workers(server.process.pid)
 
         async def scenario() -> None:
             members: list[tuple[int, ClientConnection]] = []

@@ -26,7 +26,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.servers.test_runner_deployment import answers_on, exit_status, running
-from tests.servers.test_runners import BIN, ServerProcess, worker_pids, write_ini
+from tests.servers.test_runners import BIN, ServerProcess, two_workers, write_ini
 from tests.support import REPO_ROOT
 from tests.support.redis import running_redis
 from tests.support.servers import HOST, PATIENCE, free_port, serving, wait_until
@@ -151,9 +151,7 @@ async def pids_of(url: str, requests: int) -> set[int]:
 
 def test_hello_behind_nginx_on_a_unix_socket_with_two_workers(tmp_path: Path) -> None:
     with deployed(tmp_path, "hello") as (url, server):
-        workers = wait_until(
-            lambda: worker_pids(server.process.pid), "two workers", lambda pids: len(pids) == 2
-        )
+        workers = two_workers(server.process.pid)
         seen: set[int] = set()
 
         def both() -> set[int]:
@@ -230,11 +228,7 @@ def test_the_chat_behind_nginx_reaches_members_on_both_workers(tmp_path: Path) -
             f"chat.secret = a-secret-for-this-test\naiopyramid_ng.broadcast.url = {redis.url}\n"
         )
         with deployed(tmp_path, "chat", settings) as (url, server):
-            workers = wait_until(
-                lambda: worker_pids(server.process.pid),
-                "two workers",
-                lambda pids: len(pids) == 2,
-            )
+            workers = two_workers(server.process.pid)
             socket = tmp_path / "app.sock"
 
             async def scenario() -> None:

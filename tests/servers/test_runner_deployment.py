@@ -30,6 +30,7 @@ from tests.servers.test_runners import (
     BIN,
     ServerProcess,
     child_coverage_env,
+    two_workers,
     worker_pids,
     write_ini,
 )
@@ -230,7 +231,7 @@ def test_workers_share_the_socket_survive_a_kill_and_stop_cleanly(
     server_lines = f"use = egg:aiopyramid_ng#{name}\nlisten = {HOST}:{port}\nworkers = 2"
     with pserve(tmp_path, server_lines, answers(url)) as server:
         parent = server.process.pid
-        first = wait_until(lambda: worker_pids(parent), "two workers", lambda pids: len(pids) == 2)
+        first = two_workers(parent)
         assert every_worker_serves(url, first) == first
 
         # A worker killed outright: the other one serves at once, the parent
@@ -288,7 +289,7 @@ def test_a_second_signal_stops_the_workers_waiting(name: str, tmp_path: Path) ->
     server_lines = f"use = egg:aiopyramid_ng#{name}\nlisten = {HOST}:{port}\nworkers = 2"
     with pserve(tmp_path, server_lines, answers(url)) as server:
         parent = server.process.pid
-        workers = wait_until(lambda: worker_pids(parent), "two workers", lambda p: len(p) == 2)
+        workers = two_workers(parent)
 
         async def scenario() -> int:
             # Each worker has a connection whose on_close takes a minute.
@@ -316,7 +317,7 @@ def test_workers_stop_when_their_parent_is_killed(name: str, tmp_path: Path) -> 
     server_lines = f"use = egg:aiopyramid_ng#{name}\nlisten = {HOST}:{port}\nworkers = 2"
     with pserve(tmp_path, server_lines, answers(url)) as server:
         parent = server.process.pid
-        workers = wait_until(lambda: worker_pids(parent), "two workers", lambda p: len(p) == 2)
+        workers = two_workers(parent)
         server.process.kill()
         assert server.process.wait(timeout=EXIT_WITHIN) == -signal.SIGKILL
         # Orphaned, each worker notices and shuts down by itself.
@@ -332,7 +333,7 @@ def test_each_signal_to_the_parent_escalates_the_workers_shutdown(
     server_lines = f"use = egg:aiopyramid_ng#{name}\nlisten = {HOST}:{port}\nworkers = 2"
     with pserve(tmp_path, server_lines, answers(url)) as server:
         parent = server.process.pid
-        workers = wait_until(lambda: worker_pids(parent), "two workers", lambda p: len(p) == 2)
+        workers = two_workers(parent)
 
         async def scenario() -> int:
             # Every worker gets a connection whose on_close blocks its loop.

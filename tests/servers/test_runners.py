@@ -41,7 +41,7 @@ from aiopyramid_ng.servers.options import (
 )
 from aiopyramid_ng.servers.uvicorn import uvicorn_config, uvicorn_options
 from tests.support import REPO_ROOT
-from tests.support.servers import HOST, free_port, serving
+from tests.support.servers import HOST, free_port, serving, wait_until
 
 EXAMPLE = REPO_ROOT / "examples" / "hello"
 BIN = Path(sys.executable).parent
@@ -805,6 +805,11 @@ def test_pserve_reload_restarts_the_server_on_a_code_change(tmp_path: Path) -> N
 def worker_pids(master: int) -> set[int]:
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return {int(pid) for pid in children}
+
+
+def two_workers(master: int) -> set[int]:
+    """Wait until ``master`` has forked its two workers; return their PIDs."""
+    return wait_until(lambda: worker_pids(master), "two workers", lambda pids: len(pids) == 2)
 
 
 def test_gunicorn_serves_the_example_with_uvicorn_workers(tmp_path: Path) -> None:
