@@ -198,6 +198,10 @@ def test_hello_behind_nginx_on_a_unix_socket_with_two_workers(tmp_path: Path) ->
 # --- the chat example, over Redis --------------------------------------------------------------
 
 
+#: Members joining at once.
+BATCH = 8
+
+
 def unix_peers(path: Path) -> set[int]:
     """Inodes of the server ends of connections accepted on the unix socket ``path``."""
     inodes = set()
@@ -234,7 +238,7 @@ def test_the_chat_behind_nginx_reaches_members_on_both_workers(tmp_path: Path) -
             async def scenario() -> None:
                 members: list[tuple[str, ClientConnection]] = []
 
-                async def join(name: str) -> ClientConnection:
+                async def login(name: str) -> tuple[str, ClientConnection]:
                     async with httpx.AsyncClient(timeout=PATIENCE) as client:
                         response = await client.post(f"{url}/login", data={"name": name})
                     assert response.status_code == 303
@@ -242,38 +246,57 @@ def test_the_chat_behind_nginx_reaches_members_on_both_workers(tmp_path: Path) -
                     websocket = await connect(
                         f"{url.replace('http', 'ws')}/ws", additional_headers={"Cookie": cookie}
                     )
-                    # Everyone already in the room hears of the newcomer.
-                    for _, member in [*members, (name, websocket)]:
-                        while json.loads(await member.recv()) != {"kind": "joined", "user": name}:
-                            pass
-                    return websocket
+                    return name, websocket
 
-                # New members until each worker holds at least two of them.
-                while True:
-                    name = f"user{len(members)}"
-                    members.append((name, await join(name)))
-                    peers = unix_peers(socket)
-                    if all(connections_of(pid, peers) >= 2 for pid in workers):
-                        break
-                    assert len(members) < 40, "the kernel kept every member on one worker"
+                async def next_of(member: ClientConnection, kind: str) -> dict[str, str]:
+                    """The member's next event of ``kind``, past others."""
+                    while (event := json.loads(await member.recv()))["kind"] != kind:
+                        pass
+                    return event  # type: ignore[no-any-return]
 
-                for number in range(5):
-                    for name, websocket in members:
-                        await websocket.send(f"{name} says {number}")
-                expected = [
-                    {"kind": "message", "user": name, "text": f"{name} says {number}"}
-                    for number in range(5)
-                    for name, _ in members
-                ]
-                for _, websocket in members:
-                    received = [json.loads(await websocket.recv()) for _ in expected]
-                    # Exactly once each, and each sender's messages in order.
-                    assert sorted(map(json.dumps, received)) == sorted(map(json.dumps, expected))
-                    for name, _ in members:
-                        mine = [m["text"] for m in received if m["user"] == name]
-                        assert mine == [f"{name} says {n}" for n in range(5)]
-                for _, websocket in members:
-                    await websocket.close()
+                async def hears_of(member: ClientConnection, names: set[str]) -> None:
+                    waiting = set(names)
+                    while waiting:
+                        waiting.discard((await next_of(member, "joined"))["user"])
+
+                try:
+                    # Sequential connections all go to whichever worker the
+                    # kernel wakes first (both wait on the one socket), so
+                    # members join in batches at once, until each worker
+                    # holds at least two of them.
+                    while True:
+                        batch = [f"user{len(members) + n}" for n in range(BATCH)]
+                        newcomers = await asyncio.gather(*map(login, batch))
+                        # Those already in the room hear of every newcomer; a
+                        # newcomer, of itself (later ones of the batch too, or not).
+                        await asyncio.gather(
+                            *(hears_of(ws, set(batch)) for _, ws in members),
+                            *(hears_of(ws, {name}) for name, ws in newcomers),
+                        )
+                        members += newcomers
+                        peers = unix_peers(socket)
+                        held = {pid: connections_of(pid, peers) for pid in workers}
+                        if all(count >= 2 for count in held.values()):
+                            break
+                        assert len(members) < 40, f"members each worker held: {held}"
+
+                    for number in range(5):
+                        for name, websocket in members:
+                            await websocket.send(f"{name} says {number}")
+                    expected = [
+                        {"kind": "message", "user": name, "text": f"{name} says {number}"}
+                        for number in range(5)
+                        for name, _ in members
+                    ]
+                    for _, websocket in members:
+                        received = [await next_of(websocket, "message") for _ in expected]
+                        # Exactly once each, and each sender's messages in order.
+                        assert sorted(map(json.dumps, received)) == sorted(map(json.dumps, expected))
+                        for name, _ in members:
+                            mine = [m["text"] for m in received if m["user"] == name]
+                            assert mine == [f"{name} says {n}" for n in range(5)]
+                finally:
+                    await asyncio.gather(*(websocket.close() for _, websocket in members))
 
             asyncio.run(asyncio.wait_for(scenario(), PATIENCE))
             stop_pserve(server, workers)
