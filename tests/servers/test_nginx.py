@@ -291,7 +291,9 @@ def test_the_chat_behind_nginx_reaches_members_on_both_workers(tmp_path: Path) -
                     for _, websocket in members:
                         received = [await next_of(websocket, "message") for _ in expected]
                         # Exactly once each, and each sender's messages in order.
-                        assert sorted(map(json.dumps, received)) == sorted(map(json.dumps, expected))
+                        assert sorted(map(json.dumps, received)) == sorted(
+                            map(json.dumps, expected)
+                        )
                         for name, _ in members:
                             mine = [m["text"] for m in received if m["user"] == name]
                             assert mine == [f"{name} says {n}" for n in range(5)]
