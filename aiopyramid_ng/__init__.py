@@ -43,6 +43,7 @@ def includeme(config: Configurator) -> None:
     * adds the ``make_asgi_app`` directive (see :mod:`aiopyramid_ng.asgi`);
     * wraps the execution policy so the Router runs in request greenlets
       (setting ``aiopyramid_ng.pipeline``);
+    * adds ``request.add_background_task`` (see :mod:`aiopyramid_ng.background`);
     * sets up the adaptations of :mod:`aiopyramid_ng.compat` (a transaction
       per request for pyramid_tm, ...).
 
@@ -86,6 +87,7 @@ def includeme(config: Configurator) -> None:
     config.include(".traversal")
     config.include(".tweens")
     config.include(".callbacks")
+    config.include(".background")
     config.include(".renderers")
     config.include(".sessions")
     config.include(".websocket")

@@ -28,6 +28,7 @@ from pyramid.registry import Registry
 from pyramid.router import Router, default_execution_policy
 from zope.interface import implementer
 
+from .background import wsgi_response
 from .bridge import await_in_greenlet, direct_call, in_bridge, segment_observer, spawn_greenlet
 from .debug import BlockingReport
 from .exceptions import see
@@ -121,7 +122,8 @@ class GreenletExecutionPolicy:
 
     def __call__(self, environ: Environ, router: Router) -> Any:
         if not in_bridge():
-            return run_sync(self, environ, router)
+            # WSGI mode; background tasks run when the server closes the response.
+            return wsgi_response(environ, lambda: run_sync(self, environ, router))
         if self.blocking_ms is not None:
             # Left set for the rest of the request's Task, so the driver also
             # times the greenlet's last run, after this call returns.

@@ -23,6 +23,7 @@ from pyramid.settings import falsey, truthy
 from .exceptions import see
 
 __all__ = [
+    "BACKGROUND_SHUTDOWN_TIMEOUT",
     "BLOCKING_MS",
     "BROADCAST_OVERFLOW",
     "BROADCAST_QUEUE_SIZE",
@@ -266,6 +267,17 @@ BROADCAST_OVERFLOW: Setting[str] = Setting(
     docs=see("setting-broadcast-overflow"),
 )
 
+BACKGROUND_SHUTDOWN_TIMEOUT: Setting[float] = Setting(
+    name="aiopyramid_ng.background.shutdown_timeout",
+    default=10.0,
+    parse=_positive(float),
+    expected="a positive number of seconds",
+    fix="set it to the longest wait for running background tasks at shutdown (and, in "
+    "WSGI mode, in a response's close()), in seconds (default 10)",
+    summary="Seconds the shutdown waits for background tasks before cancelling them.",
+    docs=see("setting-background-shutdown-timeout"),
+)
+
 #: Every setting, by name.
 SETTINGS: dict[str, Setting[Any]] = {
     setting.name: setting
@@ -281,6 +293,7 @@ SETTINGS: dict[str, Setting[Any]] = {
         BROADCAST_TIMEOUT,
         BROADCAST_QUEUE_SIZE,
         BROADCAST_OVERFLOW,
+        BACKGROUND_SHUTDOWN_TIMEOUT,
     )
 }
 

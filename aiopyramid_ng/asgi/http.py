@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
+from ..background import SERVED
 from ..bridge import spawn_greenlet_watched
 from ..exceptions import ClientDisconnected
 from ..types import HTTPScope, Receive, ResponseSend, Send
@@ -105,6 +106,7 @@ async def _handle(
         return  # the application never ran: nothing to undo
     with body:
         environ = build_environ(scope, body, length)
+        background = environ[SERVED] = served.lifecycle.background
         watch: DisconnectWatch | None = None
 
         def on_disconnect() -> None:
@@ -139,6 +141,9 @@ async def _handle(
                 raise
             logger.exception("Error while serving %s %r", scope["method"], scope.get("path"))
             await send_plain(send, 500, "Internal Server Error")
+        else:
+            # The final body message was sent: the client has the whole response.
+            background.start(environ)
         finally:
             if watch is not None:
                 watch.stop()

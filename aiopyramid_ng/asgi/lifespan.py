@@ -15,6 +15,7 @@ from typing import Any
 from pyramid.registry import Registry
 from pyramid.threadlocal import manager
 
+from ..background import ApplicationTasks
 from ..bridge import spawn_greenlet
 from ..events import ApplicationShutdown, ApplicationStartup
 from ..interfaces import IAppExecutor
@@ -62,6 +63,8 @@ class Lifecycle:
         self.app = app
         self.registry = registry
         self.started = False
+        #: The background tasks of the requests it served.
+        self.background = ApplicationTasks()
         # Created unlocked and bound to a loop only if ever contended, so one
         # application object may serve on successive loops (tests do).
         self._lock = asyncio.Lock()
@@ -88,14 +91,17 @@ class Lifecycle:
             self.started = True
 
     async def shutdown(self) -> None:
-        """Notify :class:`~aiopyramid_ng.events.ApplicationShutdown`, then stop the pool.
+        """Wait for background tasks, notify ``ApplicationShutdown``, then stop the pool.
 
-        Does nothing if the application was never started.
+        Background tasks come first, as they may use what the event's
+        subscribers close, and plain ones need the pool.  Does nothing if the
+        application was never started.
         """
         async with self._lock:
             if not self.started:
                 return
             self.started = False
+            await self.background.shutdown(self.registry)
             if self.registry is None:
                 return
             try:

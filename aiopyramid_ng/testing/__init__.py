@@ -107,6 +107,10 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         instead of freezing the suite).
     :raises RuntimeError: when the application's lifespan startup fails.
 
+    A request returns once the background tasks the application is running
+    (``request.add_background_task``) have finished, so a test sees their
+    effects; a :meth:`stream` leaves them to run later.
+
     Close it (or use it as a context manager) to run the lifespan shutdown
     and close its loop; one never closed is closed when it is
     garbage-collected.  Use it from plain ``def`` tests: it runs its own
@@ -176,9 +180,15 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         self._hand_over(environ)
         request = f"{scope['method']} {scope['path']}"
         try:
-            return self._loop.run(
+            messages = self._loop.run(
                 exchange(self.asgi_app, scope, body), f"the response to {request}"
             )
+            if isinstance(self.asgi_app, ASGIApplication):
+                # The loop runs only while a test waits: the request's background
+                # tasks would otherwise run at some later request (or at close()).
+                background = self.asgi_app.lifecycle.background
+                self._loop.run(background.join(), f"the background tasks of {request}")
+            return messages
         finally:
             self._check()
 
