@@ -186,9 +186,11 @@ async def _wait_then_cancel(
     """Wait up to ``timeout`` s for ``running`` (which may grow meanwhile), then cancel the rest."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while running and (left := deadline - loop.time()) > 0:
-        await asyncio.wait(list(running), timeout=left)
-    late = dict(running)
+    while (pending := [runner for runner in running if not runner.done()]) and (
+        left := deadline - loop.time()
+    ) > 0:
+        await asyncio.wait(pending, timeout=left)
+    late = {runner: tasks for runner, tasks in running.items() if not runner.done()}
     for runner, tasks in late.items():
         tasks.log_unfinished(timeout, when)
         runner.cancel()
