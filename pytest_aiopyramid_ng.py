@@ -9,6 +9,7 @@ suite) starts.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -66,6 +67,18 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     from aiopyramid_ng.pytest_plugin import MODES
 
     return f"aiopyramid_ng: --aiopyramid-ng={activation.mode} ({MODES[activation.mode]})"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    try:
+        return (yield)
+    finally:
+        # Only once the protocol is over has pytest dropped the test's
+        # fixture values: its teardown hooks still hold them.
+        activation = item.config.stash.get(_ACTIVATION, None)
+        if activation is not None:
+            activation.after_test()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -42,7 +42,7 @@ How, since the suite is not edited (everything is undone when pytest ends):
   accepts the WSGI application.  The patching happens before conftest files
   are imported, so ``from webtest import TestApp`` and subclasses of it in
   the suite get the subclass.  ``TestApp`` objects the suite never closes
-  are closed when the session ends.
+  are closed after the test that dropped them, or when the session ends.
 
 Including the add-on twice is harmless (Pyramid includes a callable once per
 registry), so an application that already includes it is unaffected.
@@ -84,8 +84,21 @@ class Activation:
         if mode == "asgi":
             _patch_webtest(self._patch, self._opened)
 
+    def after_test(self) -> None:
+        """Close the loops of the ``TestApp`` objects the test dropped without closing them.
+
+        A function-scoped fixture often returns a ``TestApp`` and never
+        closes it; its loop is closed here, after the fixtures' teardown,
+        rather than whenever the next ``TestApp`` is made.
+        """
+        if self.mode == "asgi":
+            from .testing import close_orphaned
+
+            close_orphaned()
+
     def close_test_apps(self) -> None:
         """Close every ``TestApp`` created under ``asgi`` that is still open."""
+        self.after_test()
         for app in list(self._opened):
             self._opened.discard(app)
             try:

@@ -123,6 +123,52 @@ def test_asgi_serves_every_test_app_through_asgi(pytester: pytest.Pytester) -> N
     assert "Event loop is closed" not in result.stderr.str()
 
 
+# A suite whose function-scoped fixture returns a TestApp and never closes it.
+FIXTURE_SUITE = """
+import pytest
+import webtest
+from pyramid.config import Configurator
+from pyramid.response import Response
+
+from aiopyramid_ng.events import ApplicationShutdown
+
+
+def make_app(name):
+    config = Configurator()
+    config.add_route("plain", "/plain")
+    config.add_view(lambda request: Response("plain"), route_name="plain")
+    config.add_subscriber(lambda event: print("SHUTDOWN", name), ApplicationShutdown)
+    return config.make_wsgi_app()
+
+
+@pytest.fixture
+def testapp(request):
+    return webtest.TestApp(make_app(request.node.name))
+
+
+def test_first(testapp):
+    assert testapp.get("/plain").text == "plain"
+
+
+def test_second():
+    print("SECOND")
+"""
+
+
+def test_asgi_closes_a_test_app_its_test_dropped_after_that_test(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_fixture=FIXTURE_SUITE)
+    result = pytester.runpytest_subprocess(
+        "-s", "-p", "no:randomly", "-p", "no:cacheprovider", "--aiopyramid-ng=asgi"
+    )
+    result.assert_outcomes(passed=2)
+    # Its lifespan shutdown ran once the test's fixtures were torn down, not
+    # when the collector (or the session's end) came to it.
+    result.stdout.fnmatch_lines(["*SHUTDOWN test_first*", "*SECOND*"])
+    assert "Task was destroyed" not in result.stderr.str()
+
+
 def test_an_unknown_mode_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--aiopyramid-ng=fast")
     assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -17,7 +17,7 @@ from pyramid.router import Router
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.events import ApplicationShutdown
 from aiopyramid_ng.exceptions import HandshakeRefused, WebsocketClosed
-from aiopyramid_ng.testing import TestApp
+from aiopyramid_ng.testing import TestApp, close_orphaned
 from aiopyramid_ng.types import Receive, Scope, Send
 from tests.support import asgi_app, websocket_app
 from tests.support.leaks import LeakCheck
@@ -151,7 +151,7 @@ def test_an_asgi_callable_that_raises_reaches_the_test() -> None:
 # -- never closed, hung ------------------------------------------------------------
 
 
-def test_a_test_app_never_closed_is_cleaned_up_when_collected(
+def test_a_test_app_never_closed_is_cleaned_up_after_it_is_collected(
     router: Router, caplog: pytest.LogCaptureFixture
 ) -> None:
     check = LeakCheck()
@@ -163,6 +163,11 @@ def test_a_test_app_never_closed_is_cleaned_up_when_collected(
         warnings.simplefilter("always")
         del app
         gc.collect()
+        # The collector itself runs nothing of the loop: it may have
+        # interrupted any code at all.
+        assert not loop.is_closed()
+        assert probe_of(router).counts["shutdown"] == 0
+        close_orphaned()
     assert loop.is_closed()
     assert probe_of(router).counts["shutdown"] == 1
     assert [str(w.message) for w in caught] == []
@@ -180,7 +185,19 @@ def test_a_failing_shutdown_of_a_test_app_never_closed_is_a_warning(router: Rout
     with pytest.warns(RuntimeWarning, match="never closed failed to close.*shutdown failure"):
         del app
         gc.collect()
+        close_orphaned()
     assert loop.is_closed()
+
+
+def test_the_next_test_app_closes_the_loops_of_those_collected_unclosed(router: Router) -> None:
+    app = TestApp(router)
+    loop = app.loop
+    del app
+    gc.collect()
+    with TestApp(router) as another:
+        assert loop.is_closed()
+        assert probe_of(router).counts["shutdown"] == 1
+        assert another.get("/async").status_int == 200
 
 
 def test_a_failing_shutdown_raises_from_close(router: Router) -> None:

@@ -27,6 +27,7 @@ response messages), on an event loop the ``TestApp`` owns.
 
 from __future__ import annotations
 
+import atexit
 import os
 import urllib.request
 import warnings
@@ -112,8 +113,10 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
     effects; a :meth:`stream` leaves them to run later.
 
     Close it (or use it as a context manager) to run the lifespan shutdown
-    and close its loop; one never closed is closed when it is
-    garbage-collected.  Use it from plain ``def`` tests: it runs its own
+    and close its loop; one never closed is closed at the next safe point
+    after it is garbage-collected (when another ``TestApp`` is made, after
+    the test under ``pytest --aiopyramid-ng=asgi``, at exit), never by the
+    garbage collector itself.  Use it from plain ``def`` tests: it runs its own
     event loop, which cannot run inside another.
     """
 
@@ -146,8 +149,13 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
             served = make_asgi_app(self._harness, find_registry(app))
         #: The ASGI application every request goes to.
         self.asgi_app = served
+        # A safe point to close the loops of TestApps collected since the last one.
+        close_orphaned()
         self._loop = TestLoop(served, timeout)
-        self._finalizer = weakref.finalize(self, _close_unclosed, self._loop)
+        _unclosed.add(self._loop)
+        self._finalizer = weakref.finalize(self, _orphaned.append, self._loop)
+        # Closed at exit by _close_at_exit instead, in one place.
+        self._finalizer.atexit = False
         # What WebTest calls, built once: do_request lends it ``self.app``.
         self._adapter = _ASGIAsWSGI(self)
         super().__init__(self._adapter, extra_environ, relative_to, *args, **kwargs)
@@ -286,6 +294,7 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         :raises RuntimeError: when the application's lifespan shutdown fails.
         """
         self._finalizer.detach()
+        _unclosed.discard(self._loop)
         self._loop.close()
 
     def __enter__(self) -> TestApp:
@@ -300,6 +309,36 @@ class TestApp(webtest.TestApp):  # type: ignore[misc]
         self.close()
 
 
+#: The loop of every TestApp not closed yet, held so that none is collected
+#: with its lifespan Task and request greenlets still on it.
+_unclosed: set[TestLoop] = set()
+#: The loops of TestApps collected without being closed.  The collector only
+#: appends here: it may run inside anything (a compile(), another object's
+#: finalizer), where running a loop, its Tasks and its greenlets would
+#: corrupt the interrupted code.  :func:`close_orphaned` closes them later.
+_orphaned: list[TestLoop] = []
+
+
+def close_orphaned() -> None:
+    """Close the loops of TestApps collected without being closed.
+
+    Called at safe points: when a TestApp is created, after each test under
+    ``pytest --aiopyramid-ng=asgi``, and at exit.
+    """
+    while _orphaned:
+        loop = _orphaned.pop()
+        _unclosed.discard(loop)
+        _close_unclosed(loop)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close the loops of the TestApps never closed, collected or still alive."""
+    _orphaned.clear()
+    while _unclosed:
+        _close_unclosed(_unclosed.pop())
+
+
 def _close_unclosed(loop: TestLoop) -> None:
     """Close the loop of a TestApp collected (or alive at exit) without being closed."""
     try:
@@ -308,7 +347,7 @@ def _close_unclosed(loop: TestLoop) -> None:
         # Nobody is there to catch it: at exit, the pool the shutdown may
         # need can already be gone.
         warnings.warn(
-            f"A TestApp that was never closed failed to close when collected: {exc}; "
+            f"A TestApp that was never closed failed to close: {exc}; "
             "close it (or use it as a context manager) to see its lifespan shutdown fail.",
             RuntimeWarning,
             stacklevel=1,
