@@ -44,7 +44,9 @@ def includeme(config: Configurator) -> None:
     * wraps the execution policy so the Router runs in request greenlets
       (setting ``aiopyramid_ng.pipeline``);
     * sets up the adaptations of :mod:`aiopyramid_ng.compat` (a transaction
-      per request for pyramid_tm, ...).
+      per request for pyramid_tm, ...);
+    * adds the view options ``timeout`` and ``max_concurrency`` (see
+      :mod:`aiopyramid_ng.limits`).
 
     Every ordered action it registers is listed in :mod:`aiopyramid_ng.orders`.
     """
@@ -92,3 +94,4 @@ def includeme(config: Configurator) -> None:
     config.include(".broadcast")
     config.include(".compat")
     config.include(".badrequests")
+    config.include(".limits")
