@@ -119,9 +119,6 @@ class BoundedExecutor(Executor):
         """Shut the executor down."""
         self.executor.shutdown(wait=wait, cancel_futures=cancel_futures)
 
-    def __repr__(self) -> str:
-        return f"<BoundedExecutor (queue {self.max_queue}) around {self.executor!r}>"
-
 
 def capacity_of(executor: Executor) -> int:
     """The number of threads (or processes) of ``executor``; 0 if it does not say."""

@@ -124,6 +124,25 @@ def test_a_view_that_swallows_the_cancellation_still_answers_504() -> None:
         assert client.get("/", status=504)
 
 
+def swallowing_tween(handler: Callable[[Request], Response], registry: Any) -> Any:
+    def tween(request: Request) -> Response:
+        try:
+            return handler(request)
+        except asyncio.CancelledError:
+            return Response("swallowed by a tween")
+
+    return tween
+
+
+def test_a_tween_that_swallows_the_cancellation_still_answers_504() -> None:
+    def setup(config: Configurator) -> None:
+        config.add_tween("tests.test_deadlines.swallowing_tween")
+        one_route(sleepy)(config)
+
+    with TestApp(make_app(setup, **{TIMEOUT.name: "0.05"})) as client:
+        assert client.get("/", status=504)
+
+
 def test_an_exception_raised_while_unwinding_from_the_deadline_still_answers_504(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -274,6 +275,26 @@ def test_the_queue_bound_counts_running_work_only_beyond_the_threads() -> None:
         assert [response.status_int for response in responses] == [200] * 5
 
     asyncio.run(main())
+
+
+def test_the_queue_bound_applies_to_an_executor_set_by_the_application() -> None:
+    pool = ThreadPoolExecutor(2)
+
+    def setup(config: Configurator) -> None:
+        config.set_executor(pool)
+        config.add_route("v", "/")
+        config.add_view(blocking, route_name="v")
+
+    app = make_app(setup, **{MAX_QUEUE.name: "1"})
+
+    async def main() -> None:
+        results = await burst(app, ["/", "/", "/", "/"])
+        assert statuses(results) == [200, 200, 200, 503]
+
+    try:
+        asyncio.run(main())
+    finally:
+        pool.shutdown()
 
 
 @pytest.mark.parametrize(
