@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import webtest
+from pyramid.authorization import Allow, Everyone
 from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationError
 from pyramid.request import Request
@@ -25,6 +26,7 @@ from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.exceptions import HandshakeRefused
 from aiopyramid_ng.helpers import synchronize
 from aiopyramid_ng.limits import DEADLINE, LIMIT_KEY
+from aiopyramid_ng.security import ACLHelper
 from aiopyramid_ng.settings import TIMEOUT
 from aiopyramid_ng.testing import TestApp, scope_from_environ
 from aiopyramid_ng.websocket import WebSocket, WebsocketMapper
@@ -221,6 +223,47 @@ def test_synchronized_traversal_is_cancelled_before_the_view_is_found(
     [line] = deadline_lines(caplog)
     assert "before its view was found" in line
     assert "in __getitem__" in line
+
+
+class Guarded:
+    """A context whose ACL is loaded "from storage", slowly."""
+
+    def __init__(self, request: Request):
+        self.request = request
+
+    @property
+    @synchronize
+    async def __acl__(self) -> list[tuple[str, str, str]]:
+        await asyncio.sleep(float(self.request.params.get("s", "5")))
+        return [(Allow, Everyone, "view")]
+
+
+class ACLPolicy:
+    def identity(self, request: Request) -> None:
+        return None
+
+    def authenticated_userid(self, request: Request) -> None:
+        return None
+
+    def permits(self, request: Request, context: Any, permission: str) -> Any:
+        return ACLHelper().permits(context, [Everyone], permission)
+
+
+def test_a_view_timeout_covers_its_synchronized_permission_check(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def setup(config: Configurator) -> None:
+        config.set_security_policy(ACLPolicy())
+        config.add_route("guarded", "/guarded", factory=Guarded)
+        config.add_view(sleepy, route_name="guarded", permission="view", timeout=0.1)
+
+    with TestApp(make_app(setup)) as client:
+        response, took = timed_get(client, "/guarded")
+        assert response.status_int == 504
+        assert took < ON_TIME
+        assert client.get("/guarded?s=0").text == "done "
+    [line] = deadline_lines(caplog)
+    assert "in __acl__" in line
 
 
 def test_a_plain_view_in_a_thread_answers_on_time_and_its_late_result_is_logged(
