@@ -45,7 +45,9 @@ def includeme(config: Configurator) -> None:
       (setting ``aiopyramid_ng.pipeline``);
     * adds ``request.add_background_task`` (see :mod:`aiopyramid_ng.background`);
     * sets up the adaptations of :mod:`aiopyramid_ng.compat` (a transaction
-      per request for pyramid_tm, ...).
+      per request for pyramid_tm, ...);
+    * adds the view options ``timeout`` and ``max_concurrency`` (see
+      :mod:`aiopyramid_ng.limits`).
 
     Every ordered action it registers is listed in :mod:`aiopyramid_ng.orders`.
     """
@@ -94,3 +96,4 @@ def includeme(config: Configurator) -> None:
     config.include(".broadcast")
     config.include(".compat")
     config.include(".badrequests")
+    config.include(".limits")

@@ -13,6 +13,7 @@ __all__ = [
     "BroadcastError",
     "ClientDisconnected",
     "ConnectionClosedError",
+    "ExecutorQueueFull",
     "HandshakeRefused",
     "NestedLoopError",
     "ScopeError",
@@ -36,6 +37,13 @@ DOCS_PAGES: dict[str, str] = {
     "setting-broadcast-queue-size": "configuration",
     "setting-broadcast-overflow": "configuration",
     "setting-background-shutdown-timeout": "configuration",
+    "setting-timeout": "configuration",
+    "setting-max-concurrency": "configuration",
+    "setting-retry-after": "configuration",
+    "setting-max-queue": "configuration",
+    "load-deadlines": "load",
+    "load-shedding": "load",
+    "load-executor-queue": "load",
     "include-first": "configuration",
     "quickstart-synchronize": "quickstart",
     "synchronize-errors": "quickstart",
@@ -142,6 +150,17 @@ class BroadcastError(RuntimeError):
 
     Raised by ``request.broadcast()`` while the backend (Redis) is unreachable,
     after the setting ``aiopyramid_ng.broadcast.timeout``; never a hang.
+    """
+
+
+class ExecutorQueueFull(RuntimeError):
+    """Blocking work was refused: as much as ``aiopyramid_ng.executor.max_queue`` already waits.
+
+    Raised when the work is handed to the application's pool (a plain view,
+    a ``use_executor`` function, the pipeline with ``aiopyramid_ng.pipeline =
+    executor``) instead of queueing it without bound.  A request that lets it
+    escape is answered ``503 Service Unavailable`` with a ``Retry-After``
+    header; code that can do without the thread may catch it.
     """
 
 

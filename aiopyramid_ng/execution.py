@@ -14,6 +14,9 @@ request's whole synchronous pipeline (tweens, root factory, traversal,
 security policy, plain views) in the application's thread pool, so an
 application whose hooks block behaves as it would on a threaded server;
 coroutine views and synchronized coroutines still run on the event loop.
+
+The application's request limits (a deadline, a concurrency bound, see
+:mod:`aiopyramid_ng.limits`) apply in the request greenlet, around the policy.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .bridge import await_in_greenlet, direct_call, in_bridge, segment_observer,
 from .debug import BlockingReport
 from .exceptions import see
 from .executor import executor_of
+from .limits import RequestLimits, limits_of
 from .settings import BLOCKING_MS, PIPELINE
 from .threads import run_in_thread
 from .types import Environ
@@ -107,6 +111,8 @@ class GreenletExecutionPolicy:
         from there.
     :param blocking_ms: when set, runs of the request greenlet longer than
         this are logged (see :mod:`aiopyramid_ng.debug`).
+    :param limits: the application's request limits, applied around the
+        policy when any is set.
     """
 
     def __init__(
@@ -114,11 +120,13 @@ class GreenletExecutionPolicy:
         policy: ExecutionPolicy = default_execution_policy,
         pipeline: Pipeline = "greenlet",
         blocking_ms: float | None = None,
+        limits: RequestLimits | None = None,
     ):
         self.policy = policy
         self._call_policy = direct_call(policy)
         self.pipeline = pipeline
         self.blocking_ms = blocking_ms
+        self.limits = limits
 
     def __call__(self, environ: Environ, router: Router) -> Any:
         if not in_bridge():
@@ -128,6 +136,12 @@ class GreenletExecutionPolicy:
             # Left set for the rest of the request's Task, so the driver also
             # times the greenlet's last run, after this call returns.
             segment_observer.set(BlockingReport(self.blocking_ms, environ))
+        limits = self.limits
+        if limits is not None and limits.active:
+            return limits.serve(environ, router, self._run)
+        return self._run(environ, router)
+
+    def _run(self, environ: Environ, router: Router) -> Any:
         if self.pipeline == "executor":
             executor = executor_of(router.registry)
             return await_in_greenlet(run_in_thread(executor, self.policy, environ, router))
@@ -160,7 +174,9 @@ def wrap_execution_policy(registry: Registry) -> GreenletExecutionPolicy:
         return policy
     settings = registry.settings
     pipeline = cast(Pipeline, PIPELINE.read(settings))
-    wrapped = GreenletExecutionPolicy(policy, pipeline, BLOCKING_MS.read(settings))
+    wrapped = GreenletExecutionPolicy(
+        policy, pipeline, BLOCKING_MS.read(settings), limits_of(registry)
+    )
     registry.registerUtility(wrapped, IExecutionPolicy)
     return wrapped
 

@@ -3,6 +3,8 @@
 Every application gets its own bounded :class:`~concurrent.futures.ThreadPoolExecutor`,
 created on first use from the ``aiopyramid_ng.executor.max_workers`` setting
 and shut down with the application; ``config.set_executor()`` replaces it.
+With ``aiopyramid_ng.executor.max_queue`` the work waiting for a thread is
+bounded (see :class:`~aiopyramid_ng.shedding.BoundedExecutor`).
 How work crosses into a thread and back is :mod:`aiopyramid_ng.threads`.
 """
 
@@ -17,7 +19,8 @@ from pyramid.threadlocal import get_current_registry
 from zope.interface import implementer
 
 from .interfaces import IAppExecutor
-from .settings import DEFAULT_MAX_WORKERS, MAX_WORKERS
+from .settings import DEFAULT_MAX_WORKERS, MAX_QUEUE, MAX_WORKERS
+from .shedding import BoundedExecutor, capacity_of
 
 __all__ = ["AppExecutor", "current_executor", "executor_of", "set_executor"]
 
@@ -29,12 +32,20 @@ class AppExecutor:
     :param max_workers: size of the pool this object creates.
     :param executor: an existing executor to use instead; the application
         does not own it, so :meth:`shutdown` leaves it running.
+    :param max_queue: when set, at most this much work waits for a thread;
+        beyond it :meth:`get`'s executor refuses work.
     """
 
-    def __init__(self, max_workers: int = DEFAULT_MAX_WORKERS, executor: Executor | None = None):
+    def __init__(
+        self,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        executor: Executor | None = None,
+        max_queue: int | None = None,
+    ):
         self.max_workers = max_workers
+        self.max_queue = max_queue
         self.owned = executor is None
-        self._executor = executor
+        self._executor = None if executor is None else self._bounded(executor)
         # get() may race between the loop thread and WSGI server threads.
         self._lock = threading.Lock()
 
@@ -45,10 +56,16 @@ class AppExecutor:
             with self._lock:
                 executor = self._executor
                 if executor is None:
-                    executor = self._executor = ThreadPoolExecutor(
-                        self.max_workers, thread_name_prefix="aiopyramid_ng"
+                    executor = self._executor = self._bounded(
+                        ThreadPoolExecutor(self.max_workers, thread_name_prefix="aiopyramid_ng")
                     )
         return executor
+
+    def _bounded(self, executor: Executor) -> Executor:
+        if self.max_queue is None:
+            return executor
+        capacity = self.max_workers if self.owned else capacity_of(executor)
+        return BoundedExecutor(executor, capacity, self.max_queue)
 
     def shutdown(self, wait: bool = True) -> None:
         """Shut down a pool this object created; a later :meth:`get` makes a new one."""
@@ -84,7 +101,10 @@ def current_executor() -> Executor:
 
 def register_executor(registry: Registry) -> None:
     """Register the application's own pool, sized by ``aiopyramid_ng.executor.max_workers``."""
-    registry.registerUtility(AppExecutor(MAX_WORKERS.read(registry.settings)), IAppExecutor)
+    settings = registry.settings
+    registry.registerUtility(
+        AppExecutor(MAX_WORKERS.read(settings), max_queue=MAX_QUEUE.read(settings)), IAppExecutor
+    )
 
 
 def set_executor(config: Configurator, executor: Executor) -> None:
@@ -95,6 +115,9 @@ def set_executor(config: Configurator, executor: Executor) -> None:
     """
 
     def register() -> None:
-        config.registry.registerUtility(AppExecutor(executor=executor), IAppExecutor)
+        max_queue = MAX_QUEUE.read(config.registry.settings)
+        config.registry.registerUtility(
+            AppExecutor(executor=executor, max_queue=max_queue), IAppExecutor
+        )
 
     config.action(IAppExecutor, register)

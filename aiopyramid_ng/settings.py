@@ -32,10 +32,14 @@ __all__ = [
     "COMPAT_DISABLE",
     "GC_FREEZE",
     "MAX_BODY_SIZE",
+    "MAX_CONCURRENCY",
+    "MAX_QUEUE",
     "MAX_WORKERS",
     "PIPELINE",
     "PREFIX",
+    "RETRY_AFTER",
     "SETTINGS",
+    "TIMEOUT",
     "WEBSOCKET_ALLOWED_ORIGINS",
     "Setting",
     "boolean",
@@ -91,11 +95,19 @@ def _positive(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return parse
 
 
-def _optional_positive_float(raw: Any) -> float | None:
-    if str(raw).strip() == "":
-        return None
-    parsed: float = _positive(float)(raw)
-    return parsed
+def _optional(parse: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    """``parse``, with an empty value (``key =`` in an ini file) meaning unset."""
+
+    def parse_optional(raw: Any) -> T | None:
+        if str(raw).strip() == "":
+            return None
+        return parse(raw)
+
+    return parse_optional
+
+
+_optional_positive_float: Callable[[Any], float | None] = _optional(_positive(float))
+_optional_positive_int: Callable[[Any], int | None] = _optional(_positive(int))
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -278,6 +290,49 @@ BACKGROUND_SHUTDOWN_TIMEOUT: Setting[float] = Setting(
     docs=see("setting-background-shutdown-timeout"),
 )
 
+TIMEOUT: Setting[float | None] = Setting(
+    name="aiopyramid_ng.timeout",
+    default=None,
+    parse=_optional_positive_float,
+    expected="a positive number of seconds",
+    fix="set it to the longest time a request may take before it is answered 504, in "
+    "seconds (say 30), or remove it for no deadline",
+    summary="Seconds a request may take before it is cancelled and answered 504.",
+    docs=see("setting-timeout"),
+)
+
+MAX_CONCURRENCY: Setting[int | None] = Setting(
+    name="aiopyramid_ng.max_concurrency",
+    default=None,
+    parse=_optional_positive_int,
+    expected="a positive whole number",
+    fix="set it to the most requests the application may serve at once (say 100); beyond "
+    "it requests are answered 503 at once. Remove it for no limit",
+    summary="Requests the application serves at once; beyond it, 503 with Retry-After.",
+    docs=see("setting-max-concurrency"),
+)
+
+RETRY_AFTER: Setting[int] = Setting(
+    name="aiopyramid_ng.retry_after",
+    default=1,
+    parse=_positive(int),
+    expected="a positive whole number",
+    fix="set it to the seconds a shed client should wait before trying again (default 1)",
+    summary="The Retry-After header, in seconds, of the 503 answered to a shed request.",
+    docs=see("setting-retry-after"),
+)
+
+MAX_QUEUE: Setting[int | None] = Setting(
+    name="aiopyramid_ng.executor.max_queue",
+    default=None,
+    parse=_optional_positive_int,
+    expected="a positive whole number",
+    fix="set it to the most pieces of blocking work that may wait for a free pool thread "
+    "(say 64), or remove it for an unbounded queue",
+    summary="Blocking work that may wait for a pool thread; beyond it, ExecutorQueueFull (503).",
+    docs=see("setting-max-queue"),
+)
+
 #: Every setting, by name.
 SETTINGS: dict[str, Setting[Any]] = {
     setting.name: setting
@@ -294,6 +349,10 @@ SETTINGS: dict[str, Setting[Any]] = {
         BROADCAST_QUEUE_SIZE,
         BROADCAST_OVERFLOW,
         BACKGROUND_SHUTDOWN_TIMEOUT,
+        TIMEOUT,
+        MAX_CONCURRENCY,
+        RETRY_AFTER,
+        MAX_QUEUE,
     )
 }
 

@@ -19,6 +19,7 @@ from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
 
 from .bridge import await_in_greenlet, bind_loop, discard, request_loop, spawn_greenlet
+from .deadlines import expired_deadline
 from .exceptions import ScopeError, see
 
 __all__ = ["run_in_thread", "wait_from_thread", "wait_from_worker"]
@@ -90,7 +91,9 @@ async def run_in_thread(
     is withdrawn; work that has started is let finish (its result discarded)
     before the ``CancelledError`` propagates, so whatever runs after the
     caller unwinds (Pyramid's finished callbacks, a transaction manager) never
-    races the thread.  Coroutines the thread is waiting for on the loop are
+    races the thread.  The one exception is a request over its deadline (see
+    :mod:`aiopyramid_ng.deadlines`), which answers on time and leaves the
+    thread to finish alone.  Coroutines the thread is waiting for on the loop are
     cancelled with the caller, so the thread sees ``CancelledError`` there
     and can unwind early.
     """
@@ -129,6 +132,12 @@ async def run_in_thread(
     except asyncio.CancelledError:
         if not submitted.cancel():
             thread_call.cancel()
+            deadline = expired_deadline()
+            if deadline is not None:
+                # A request over its deadline answers on time: the thread,
+                # which nothing can stop, is left to finish alone.
+                deadline.abandon(submitted, func)
+                raise
             await _finish_despite_cancellation(asyncio.wrap_future(submitted))
         raise
 

@@ -34,6 +34,7 @@ from ..coroutines import is_coroutine_callable
 from ..exceptions import ConnectionClosedError, WebsocketClosed, see
 from ..helpers import await_
 from ..interfaces import IBroadcastHub
+from ..limits import release as release_limits
 from ..mappers import mapper_of
 from .endpoints import SyncWebSocket, WebSocket
 from .origins import AllowedOrigins, allowed_origins_from_settings, origin_allowed, parse_origins
@@ -151,6 +152,9 @@ class WebsocketMapper:
             handler = handler_of(context, request)
             subprotocol = self._select_subprotocol(connection.requested_subprotocols)
             await_(connection.accept(subprotocol))
+            # An accepted connection lasts as long as the view runs: the
+            # application's deadline and concurrency bound were the handshake's.
+            release_limits(request.environ)
             _serve(handler, endpoint(connection, request, context, use_bytes), connection)
             return request.response
 

@@ -13,6 +13,7 @@
   :mod:`~tests.support.websocket_server_app`: the same, as the ASGI
   applications real servers import in a subprocess;
 * :mod:`~tests.support.websocket_servers`: those servers for the WebSocket tests;
+* :mod:`~tests.support.overload_app`: the bounded application the overload test serves;
 * :mod:`~tests.support.compat`: what the ``tests/compat`` tests share.
 """
 
