@@ -151,9 +151,11 @@ class ServerSpan:
         self.hops.append((wait, run))
 
     def end(self) -> None:
-        """End the span and measure the request.  Idempotent."""
-        if self.ended:
-            return
+        """End the span and measure the request.
+
+        What runs later with a copy of the request's context (a background
+        task, a thread still running) finds the span ended and leaves it alone.
+        """
         self.ended = True
         span, measured = self.span, self.measured
         if self.status is not None:

@@ -334,7 +334,7 @@ def test_a_subrequest_does_not_rename_the_span(recorder: Recorder) -> None:
 
 def test_a_websocket_connection_is_one_span_from_handshake_to_close(recorder: Recorder) -> None:
     async def echo(ws: WebSocket) -> None:
-        while (message := await ws.recv()) is not None:
+        while (message := await ws.recv()) != "bye":
             with recorder.tracer.start_as_current_span(f"message {message!s}"):
                 await ws.send(message)
         await ws.close(4000)
@@ -347,12 +347,17 @@ def test_a_websocket_connection_is_one_span_from_handshake_to_close(recorder: Re
         ws.send_text("hi")
         assert ws.receive_text() == "hi"
         assert recorder.server_spans() == []  # open until the connection closes
+        ws.send_text("bye")
+        with pytest.raises(WebsocketClosed):
+            ws.receive_text()
     span = recorder.server_span()
     assert span.name == "GET /ws/{room}"
     attributes = span.attributes or {}
     assert attributes["url.scheme"] == "ws"
     assert attributes["http.route"] == "/ws/{room}"
     assert attributes["http.response.status_code"] == 101
+    assert attributes[WEBSOCKET_CLOSE_CODE] == 4000
+    assert span.status.status_code is StatusCode.UNSET
     assert [event.name for event in span.events] == [WEBSOCKET_ACCEPT_EVENT]
     assert [child.name for child in recorder.children_of(span)] == ["message hi"]
     assert recorder.durations() == []  # a connection's life is no request duration
@@ -518,3 +523,107 @@ def test_the_global_providers_by_default() -> None:
     with TestApp(router) as app:
         assert app.get("/").text == "hi"  # traced into the API's no-op proxies
     assert not trace.get_current_span().is_recording()
+
+
+def test_an_exception_a_subrequest_raised_is_not_the_request_s(recorder: Recorder) -> None:
+    def outer(request: Request) -> Response:
+        try:
+            request.invoke_subrequest(Request.blank("/inner"), use_tweens=True)
+        except ValueError:
+            return Response("handled")
+        raise AssertionError("not reached")  # pragma: no cover
+
+    def inner(request: Request) -> Response:
+        raise ValueError("inner")
+
+    def setup(config: Configurator) -> None:
+        config.add_route("outer", "/outer")
+        config.add_view(outer, route_name="outer")
+        config.add_route("inner", "/inner")
+        config.add_view(inner, route_name="inner")
+
+    with TestApp(traced_app(recorder, setup)) as app:
+        assert app.get("/outer").text == "handled"
+    assert recorder.server_span().events == ()
+
+
+def test_an_error_while_streaming_is_recorded(recorder: Recorder) -> None:
+    def stream(request: Request) -> Response:
+        def chunks() -> Any:
+            yield b"first"
+            raise OSError("disk gone")
+
+        return Response(app_iter=chunks())
+
+    def setup(config: Configurator) -> None:
+        config.add_route("stream", "/stream")
+        config.add_view(stream, route_name="stream", mapper=GreenletMapper)
+
+    app = make_asgi_app(traced_app(recorder, setup))
+    with pytest.raises(OSError, match="disk gone"):
+        asyncio.run(exchange(app, http_scope("/stream"), b""))
+    span = recorder.server_span()
+    assert (span.attributes or {})["http.response.status_code"] == 200
+    assert [event.name for event in span.events] == ["exception"]
+
+
+def test_a_handshake_refused_by_a_close_is_a_403(recorder: Recorder) -> None:
+    """A server without ``websocket.http.response``: the refusal is a close, answered 403."""
+    app = make_asgi_app(traced_app(recorder, lambda config: None))
+    scope = http_scope("/nowhere")
+    scope["type"] = "websocket"
+    scope["scheme"] = "ws"
+    del scope["method"]
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"} if not sent else {"type": "websocket.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert [message["type"] for message in sent] == ["websocket.close"]
+    assert (recorder.server_span().attributes or {})["http.response.status_code"] == 403
+
+
+def test_a_blocking_run_without_a_span_is_only_logged(recorder: Recorder) -> None:
+    """The detector's observer is process-wide; an application not traced has no span."""
+    traced_app(recorder, lambda config: None)  # registers the observer
+
+    def sleepy(request: Request) -> Response:
+        time.sleep(0.02)
+        return Response("slept")
+
+    with Configurator(settings={"aiopyramid_ng.debug.blocking_ms": "5"}) as config:
+        config.include("aiopyramid_ng")
+        config.add_route("sleepy", "/")
+        config.add_view(sleepy, route_name="sleepy", mapper=GreenletMapper)
+        router = config.make_wsgi_app()
+    with TestApp(router) as app:
+        assert app.get("/").text == "slept"
+    assert recorder.spans() == []
+
+
+def test_an_ended_span_is_left_alone(recorder: Recorder) -> None:
+    """What runs later with a copy of the request's context finds the span ended."""
+    from opentelemetry.context import Context
+
+    from aiopyramid_ng.otel.providers import Telemetry
+    from aiopyramid_ng.otel.span import ServerSpan
+
+    telemetry = Telemetry(recorder.tracer_provider, recorder.meter_provider)
+    span = ServerSpan(
+        telemetry, "GET", {"http.request.method": "GET", "url.scheme": "http"}, Context()
+    )
+    span.end()
+    request = Request.blank("/")
+    request.matched_route = type("Route", (), {"pattern": "/late"})()
+    span.routed(request)
+    span.called_view("late view")
+    span.blocked("late view", 1.0)
+    span.failed(ValueError("late"))
+    (ended,) = recorder.spans()
+    assert ended.name == "GET"
+    assert ended.events == ()
+    assert dict(ended.attributes or {}) == {"http.request.method": "GET", "url.scheme": "http"}
