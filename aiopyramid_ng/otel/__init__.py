@@ -12,7 +12,7 @@ Nothing of OpenTelemetry is imported unless this package is.
 ==============  ==============================================================
 ``providers``   the tracer and histogram; ``config.set_otel_providers``
 ``attributes``  the attributes' names, and their values from a scope/environ
-``span``        one request's :class:`ServerSpan`, current in its context
+``span``        one request's ``ServerSpan``, current in its context
 ``asgi``        the span of an ASGI scope (the ``IScopeLayer``)
 ``wsgi``        the span of a plain WSGI server's call
 ``naming``      the route and view names, known only after routing
@@ -73,11 +73,10 @@ def includeme(config: Configurator) -> None:
     """Trace every request and WebSocket connection of the application.
 
     * a SERVER span per ASGI ``http`` and ``websocket`` scope, and per call
-      from a plain WSGI server (see :mod:`.asgi`, :mod:`.wsgi`);
-    * named by the route after routing, with the view's name (:mod:`.naming`);
-    * exceptions recorded (:mod:`.tween`); runs the blocking detector logs
-      become span events;
-    * the ``set_otel_providers`` directive (:mod:`.providers`).
+      from a plain WSGI server;
+    * named by the route after routing, with the view's name;
+    * exceptions recorded; runs the blocking detector logs become span events;
+    * the ``set_otel_providers`` directive.
 
     Needs ``config.include('aiopyramid_ng')`` as well, in either order.
     """
