@@ -10,7 +10,9 @@ uninterrupted run longer than the threshold is logged as a warning on the
     (view: myapp.views.report); every other request on this loop waited.
 
 Timing costs two clock reads per switch, so leave the setting out in
-production unless you are looking for such a hook.
+production unless you are looking for such a hook.  Code that wants to hear
+of each such run as well (:mod:`aiopyramid_ng.otel` turns it into a span
+event) registers a function with :func:`observe_blocking`.
 
 A view that runs on the loop thread and calls a library that starts an
 event loop of its own there (``asyncio.run``, ``loop.run_until_complete``,
@@ -22,6 +24,7 @@ about the fix; :func:`nested_loop_view` re-raises it as a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
@@ -34,9 +37,30 @@ from .exceptions import NestedLoopError, see
 from .settings import BLOCKING_MS
 from .types import Environ
 
-__all__ = ["BlockingReport", "includeme", "nested_loop_view", "watched_view"]
+__all__ = [
+    "BlockingReport",
+    "includeme",
+    "nested_loop_view",
+    "observe_blocking",
+    "watched_view",
+]
 
 log = logging.getLogger("aiopyramid_ng.debug")
+
+#: Called with the report and the run's length in seconds, in the request's
+#: context, for every run the detector logs; see observe_blocking.
+_observers: list[Callable[[BlockingReport, float], None]] = []
+
+
+def observe_blocking(observer: Callable[[BlockingReport, float], None]) -> None:
+    """Call ``observer(report, seconds)`` for every run the detector logs.  Idempotent.
+
+    It is called in the request's context (its context variables are the
+    request's), on the loop thread, right after the warning is logged; it
+    must not raise.  Process-wide, like the detector's timing itself.
+    """
+    if observer not in _observers:
+        _observers.append(observer)
 
 
 class BlockingReport:
@@ -73,6 +97,8 @@ class BlockingReport:
             seconds * 1000,
             where,
         )
+        for observer in _observers:
+            observer(self, seconds)
 
 
 def watched_view(view: Any, info: Any) -> Any:

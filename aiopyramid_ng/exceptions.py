@@ -69,6 +69,7 @@ DOCS_PAGES: dict[str, str] = {
     "runner-unix-socket": "deployment",
     "runner-tls": "deployment",
     "pytest-plugin": "testing",
+    "otel-setup": "opentelemetry",
 }
 
 

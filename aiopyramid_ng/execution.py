@@ -127,11 +127,12 @@ class GreenletExecutionPolicy:
         self.pipeline = pipeline
         self.blocking_ms = blocking_ms
         self.limits = limits
+        #: What a plain WSGI server's call goes through (see wrap_outer).
+        self._enter: ExecutionPolicy = self._run_sync
 
     def __call__(self, environ: Environ, router: Router) -> Any:
         if not in_bridge():
-            # WSGI mode; background tasks run when the server closes the response.
-            return wsgi_response(environ, lambda: run_sync(self, environ, router))
+            return self._enter(environ, router)
         if self.blocking_ms is not None:
             # Left set for the rest of the request's Task, so the driver also
             # times the greenlet's last run, after this call returns.
@@ -157,6 +158,20 @@ class GreenletExecutionPolicy:
         """
         self.policy = wrap(self.policy)
         self._call_policy = direct_call(self.policy)
+
+    def wrap_outer(self, wrap: Callable[[ExecutionPolicy], ExecutionPolicy]) -> None:
+        """Run a plain WSGI server's call through ``wrap(enter)`` from now on.
+
+        ``enter(environ, router)`` runs the whole request in a request
+        greenlet on the calling thread's loop and returns the response; the
+        layer ``wrap`` makes runs in that server thread, around all of it, and
+        never under an ASGI server (where the call is already in a greenlet).
+        """
+        self._enter = wrap(self._enter)
+
+    def _run_sync(self, environ: Environ, router: Router) -> Any:
+        # WSGI mode; background tasks run when the server closes the response.
+        return wsgi_response(environ, lambda: run_sync(self, environ, router))
 
     def __repr__(self) -> str:
         return f"<GreenletExecutionPolicy ({self.pipeline}) around {self.policy!r}>"

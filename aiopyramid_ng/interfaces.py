@@ -9,6 +9,7 @@ __all__ = [
     "IApplicationShutdown",
     "IApplicationStartup",
     "IBroadcastHub",
+    "IScopeLayer",
     "IWebsocketConnections",
 ]
 
@@ -77,3 +78,19 @@ class IApplicationShutdown(Interface):  # type: ignore[misc]
 
     app = Attribute("The ASGI application being shut down.")
     registry = Attribute("The Pyramid registry of the application.")
+
+
+class IScopeLayer(Interface):  # type: ignore[misc]
+    """A named registry utility wrapping how the ASGI application serves a scope.
+
+    Called once per handler when :func:`~aiopyramid_ng.asgi.make_asgi_app`
+    builds the application, with the handler of ``http`` scopes and that of
+    ``websocket`` scopes, each
+    ``async serve(served, scope, receive, send)``; it returns the handler to
+    use instead, which sees the whole scope, from its start to its last
+    message, around everything the add-on does with it.  Layers apply in the
+    order of their names, the first outermost.
+    """
+
+    def __call__(serve: object) -> object:
+        """Return the handler to serve scopes with instead of ``serve``."""

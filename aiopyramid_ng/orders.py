@@ -35,4 +35,6 @@ ORDERS: dict[str, int] = {
     # Last: the execution policy it wraps is the final one whichever add-on
     # (pyramid_retry, ...) set it.
     "wrap_execution_policy": 10_000,
+    # Right after it: aiopyramid_ng.otel's span layer goes around the wrapped policy.
+    "trace_requests": 10_001,
 }

@@ -34,7 +34,7 @@ nitpicky = True
 _EXTERNAL = (
     "asyncio|collections|concurrent|contextvars|threading|typing|types|inspect|logging|mmap"
     "|pyramid|webob|webtest|zope|transaction|pyramid_tm|sqlalchemy|greenlet"
-    "|uvicorn|hypercorn|daphne|websockets|asgiref|paste|plaster"
+    "|uvicorn|hypercorn|daphne|websockets|asgiref|paste|plaster|opentelemetry"
 )
 nitpick_ignore_regex = [
     (r"py:.*", rf"~?({_EXTERNAL})(\..+)?"),
@@ -49,6 +49,8 @@ nitpick_ignore_regex = [
     # of aiopyramid_ng.types and of the modules that name their callables.
     (r"py:class", r"(Environ|WSGIApp|ASGIApp|Receive|Send|Scope|Message|StartResponse|ExcInfo)"),
     (r"py:class", r"(Pipeline|ExecutionPolicy|Tweens|Handler|View|Executor|Connection)"),
+    # OpenTelemetry's names as its signatures spell them, and the otel package's alias.
+    (r"py:class", r"(TracerProvider|MeterProvider|Context|Attributes)"),
     # The testing module's loop owner, in the signatures of the objects a
     # TestApp makes (a test never builds them).
     (r"py:class", r"TestLoop"),

@@ -15,7 +15,8 @@ disconnects cancels its request, and the ASGI lifespan notifies
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 from pyramid.config import Configurator
 from pyramid.paster import get_app, setup_logging
@@ -24,6 +25,7 @@ from pyramid.router import Router
 
 from .. import threadlocal
 from ..bridge import direct_call
+from ..interfaces import IScopeLayer
 from ..settings import MAX_BODY_SIZE
 from ..types import AnyReceive, AnyScope, AnySend, Receive, Scope, Send, WSGIApp
 from .http import serve_http
@@ -35,6 +37,18 @@ __all__ = ["ASGIApplication", "find_registry", "from_ini", "make_asgi_app"]
 
 # Attributes by which WSGI middleware commonly holds the application it wraps.
 _WRAPPED_ATTRIBUTES = ("app", "application", "wrap_app", "wrapped", "__wrapped__")
+
+S = TypeVar("S")
+Serve = Callable[[ServedApp, S, Receive, Send], Awaitable[None]]
+
+
+def _layered(registry: Registry | None, serve: Serve[S]) -> Serve[S]:
+    """Return ``serve`` wrapped by the registry's IScopeLayer utilities, the first outermost."""
+    if registry is None:
+        return serve
+    for _name, layer in sorted(registry.getUtilitiesFor(IScopeLayer), reverse=True):
+        serve = layer(serve)
+    return serve
 
 
 def find_registry(app: Any) -> Registry | None:
@@ -70,6 +84,9 @@ class ASGIApplication:
         self._served = ServedApp(
             direct_call(wsgi_app), registry, Lifecycle(self, registry), max_body_size
         )
+        # Decided once here: an application without layers pays nothing per scope.
+        self._serve_http = _layered(registry, serve_http)
+        self._serve_websocket = _layered(registry, serve_websocket)
 
     @property
     def registry(self) -> Registry | None:
@@ -96,11 +113,11 @@ class ASGIApplication:
         )
         # Comparing the "type" item itself narrows the scope to its TypedDict.
         if asgi_scope["type"] == "http":
-            await serve_http(self._served, asgi_scope, asgi_receive, asgi_send)
+            await self._serve_http(self._served, asgi_scope, asgi_receive, asgi_send)
         elif asgi_scope["type"] == "lifespan":
             await self._served.lifecycle.serve(asgi_receive, asgi_send)
         elif asgi_scope["type"] == "websocket":
-            await serve_websocket(self._served, asgi_scope, asgi_receive, asgi_send)
+            await self._serve_websocket(self._served, asgi_scope, asgi_receive, asgi_send)
         else:
             raise RuntimeError(
                 f"{self!r} cannot serve ASGI scope type {asgi_scope['type']!r}: it serves "
