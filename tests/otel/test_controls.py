@@ -23,7 +23,7 @@ from webtest import TestApp as WSGITestApp
 
 from aiopyramid_ng.asgi import ASGIApplication, make_asgi_app
 from aiopyramid_ng.limits import DEADLINE, LIMIT_KEY, SHED
-from aiopyramid_ng.otel.attributes import LIMIT, POOL_CALLS, VIEW
+from aiopyramid_ng.otel.attributes import LIMIT, POOL_CALLS, POOL_RUN, VIEW
 from aiopyramid_ng.settings import MAX_CONCURRENCY, MAX_QUEUE, MAX_WORKERS, TIMEOUT
 from tests.otel.support import Recorder, exchange, http_scope, traced_app
 from tests.support.leaks import LeakCheck
@@ -141,7 +141,9 @@ def test_a_plain_view_over_its_deadline_in_a_thread_gives_a_504_span(recorder: R
     assert child.name == "in the thread"
     assert child.end_time is not None and span.end_time is not None
     assert child.end_time > span.end_time
+    # The hop counts, with its time until the request left it running.
     assert attributes_of(span)[POOL_CALLS] == 1
+    assert 0.05 < float(attributes_of(span)[POOL_RUN]) < 0.3
 
 
 def test_a_deadline_is_marked_in_wsgi_mode_too(recorder: Recorder) -> None:
