@@ -290,16 +290,37 @@ class _Closing:
 
 
 class _ClosingResponse:
-    """What the Router calls to produce the WSGI response: ``response`` with :class:`_Closing`."""
+    """What the Router calls to produce the WSGI response: ``response`` with :class:`_Closing`.
+
+    Otherwise it is the response: what a layer around the execution policy
+    reads or sets on it (``status_code``, ``headers``; the tracing layer of
+    :mod:`aiopyramid_ng.otel.wsgi`) is the response's.
+    """
+
+    _OWN = frozenset(("_response", "_tasks"))
 
     def __init__(
         self, response: Callable[[Environ, StartResponse], Iterable[bytes]], tasks: RequestTasks
     ):
-        self._response = response
-        self._tasks = tasks
+        object.__setattr__(self, "_response", response)
+        object.__setattr__(self, "_tasks", tasks)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> _Closing:
         return _Closing(self._response(environ, start_response), self._tasks)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for what the wrapper itself lacks.
+        try:
+            response = self.__dict__["_response"]
+        except KeyError:
+            raise AttributeError(name) from None
+        return getattr(response, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._response, name, value)
 
 
 def wsgi_response(environ: Environ, respond: Callable[[], Any]) -> Any:

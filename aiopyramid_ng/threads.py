@@ -85,11 +85,39 @@ _thread_call: contextvars.ContextVar[_ThreadCall] = contextvars.ContextVar(
 
 #: Told, in the worker thread once ``func`` has returned or raised, how long
 #: each run_in_thread call of the context waited for a worker and then ran
-#: (seconds).  Unset unless something (aiopyramid_ng.otel) asked: a call
-#: then costs one lookup and no clock read.
+#: (seconds); told instead on the loop, with the time run so far, when a
+#: request over its deadline leaves the thread running, since the request
+#: is over before the thread.  Once per call either way.  Unset unless
+#: something (aiopyramid_ng.otel) asked: a call then costs one lookup and
+#: no clock read.
 thread_observer: contextvars.ContextVar[Callable[[float, float], None]] = contextvars.ContextVar(
     "aiopyramid_ng.thread_observer"
 )
+
+
+class _Timing:
+    """One call's wait for a worker and its run, told to the observer once."""
+
+    __slots__ = ("_untold", "observer", "queued", "started")
+
+    def __init__(self, observer: Callable[[float, float], None]):
+        self.observer = observer
+        self.queued = perf_counter()
+        self.started = 0.0
+        # Popped by whichever tells first: the worker, or the loop abandoning it.
+        self._untold = [True]
+
+    def start(self) -> None:
+        self.started = perf_counter()
+
+    def tell(self) -> None:
+        try:
+            self._untold.pop()
+        except IndexError:
+            return
+        now = perf_counter()
+        started = self.started or now  # abandoned before the worker read the clock
+        self.observer(started - self.queued, now - started)
 
 
 async def run_in_thread(
@@ -118,11 +146,12 @@ async def run_in_thread(
     # asyncio.wrap_future plus asyncio.shield, on every plain view.
     outcome: asyncio.Future[T] = loop.create_future()
     observer = thread_observer.get(None)
-    queued = perf_counter() if observer is not None else 0.0
+    timing = _Timing(observer) if observer is not None else None
 
     def work() -> None:
         # In the worker thread.
-        started = perf_counter() if observer is not None else 0.0
+        if timing is not None:
+            timing.start()
         resolve: Callable[[asyncio.Future[Any], Any], None]
         try:
             value: Any = context.run(func, *args, **kwargs)
@@ -130,10 +159,10 @@ async def run_in_thread(
             resolve, value = _fail, exc
         else:
             resolve = _succeed
-        if observer is not None:
+        if timing is not None:
             # Before the outcome is reported: the caller (and the request it
             # serves) still waits, so what the observer records is still open.
-            observer(started - queued, perf_counter() - started)
+            timing.tell()
         _report(loop, resolve, outcome, value)
 
     worker = _waiting_worker.get(None)
@@ -155,6 +184,8 @@ async def run_in_thread(
             if deadline is not None:
                 # A request over its deadline answers on time: the thread,
                 # which nothing can stop, is left to finish alone.
+                if timing is not None:
+                    timing.tell()  # while the request's record is still open
                 deadline.abandon(submitted, func)
                 raise
             await _finish_despite_cancellation(asyncio.wrap_future(submitted))

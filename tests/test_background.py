@@ -520,6 +520,36 @@ def test_wsgi_mode_runs_the_tasks_when_the_server_closes_the_response() -> None:
     assert len(log) == 2
 
 
+def test_wsgi_mode_a_layer_around_the_policy_sees_the_response_of_a_request_with_tasks() -> None:
+    """What ``wrap_outer`` layers get back is still the response: its status, its headers."""
+    from aiopyramid_ng.execution import wrap_execution_policy
+
+    log: Log = []
+    coroutine, _ = recorder(log)
+    seen: list[tuple[int, str]] = []
+
+    def view(request: Request) -> Response:
+        request.add_background_task(coroutine, 1)
+        return Response("queued", status=202)
+
+    def layer(enter: Any) -> Any:
+        def outer(environ: dict[str, Any], router: Any) -> Any:
+            response = enter(environ, router)
+            seen.append((response.status_code, response.headers["Content-Type"]))
+            response.headers["X-Layer"] = "seen"
+            response.status = "201 Created"
+            return response
+
+        return outer
+
+    app = app_with(view)
+    wrap_execution_policy(app.registry).wrap_outer(layer)
+    response = webtest.TestApp(app).get("/", status=201)
+    assert response.headers["X-Layer"] == "seen"
+    assert seen == [(202, "text/html; charset=UTF-8")]
+    assert log == [("coroutine", 1, None, "/")]
+
+
 def test_wsgi_mode_runs_no_task_for_a_body_the_server_did_not_finish() -> None:
     log: Log = []
     coroutine, _ = recorder(log)

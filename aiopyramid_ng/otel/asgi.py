@@ -9,13 +9,16 @@ ended when the handler returns: after the response's last byte was handed
 to the server, after the client left, or when the WebSocket connection
 closed.  A response the add-on answers itself (400, 413, a 500 for a
 failed start-up, anything a layer inside answers) is in it too; its status
-is read from the messages sent.
+is read from the messages sent.  The environ the application is called
+with is handed to the span, which reads the marks the request limits left
+in it (:data:`~aiopyramid_ng.limits.LIMIT_KEY`) when it ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from dataclasses import replace
+from typing import Any, TypeVar
 
 from opentelemetry import propagate
 from pyramid.registry import Registry
@@ -23,10 +26,10 @@ from zope.interface import implementer
 
 from ..asgi.served import ServedApp
 from ..interfaces import IScopeLayer
-from ..types import HTTPScope, Receive, Send, SendEvent, WebSocketScope
+from ..types import Environ, HTTPScope, Receive, Send, SendEvent, WebSocketScope
 from .attributes import HeadersGetter, scope_attributes
 from .providers import telemetry_of
-from .span import ServerSpan
+from .span import ServerSpan, current_server_span
 
 __all__ = ["ScopeTracing"]
 
@@ -45,6 +48,14 @@ class ScopeTracing:
 
     def __call__(self, serve: Serve[S]) -> Serve[S]:
         telemetry = telemetry_of(self.registry)
+        # The application gives its handler the same ServedApp for every
+        # scope: wrapped once, on its first scope.
+        observed: list[tuple[ServedApp, ServedApp]] = []
+
+        def observing(served: ServedApp) -> ServedApp:
+            if not observed or observed[0][0] is not served:
+                observed[:] = [(served, _observing(served))]
+            return observed[0][1]
 
         async def traced(served: ServedApp, scope: S, receive: Receive, send: Send) -> None:
             name, attributes = scope_attributes(scope)
@@ -62,7 +73,7 @@ class ScopeTracing:
             # shares and every hop from it copies.
             with span.activated():
                 try:
-                    await serve(served, scope, receive, watched_send)
+                    await serve(observing(served), scope, receive, watched_send)
                 except BaseException as exc:
                     span.failed(exc)
                     raise
@@ -70,6 +81,20 @@ class ScopeTracing:
                     span.end()
 
         return traced
+
+
+def _observing(served: ServedApp) -> ServedApp:
+    """``served``, calling the application after handing the environ to the request's span."""
+    call_app = served.call_app
+
+    def call(environ: Environ, start_response: Any) -> Any:
+        # In the request greenlet, which shares the context the span is current in.
+        span = current_server_span()
+        if span is not None:
+            span.serving(environ)
+        return call_app(environ, start_response)
+
+    return replace(served, call_app=call)
 
 
 def _sent(span: ServerSpan, message: SendEvent) -> None:

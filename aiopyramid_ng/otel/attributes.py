@@ -19,6 +19,7 @@ __all__ = [
     "BLOCKING_CALLABLE",
     "BLOCKING_DURATION",
     "BLOCKING_EVENT",
+    "LIMIT",
     "POOL_CALLS",
     "POOL_RUN",
     "POOL_WAIT",
@@ -45,6 +46,9 @@ BLOCKING_EVENT = "aiopyramid_ng.blocking"
 BLOCKING_CALLABLE = "aiopyramid_ng.blocking.callable"
 #: Seconds the run held the loop.
 BLOCKING_DURATION = "aiopyramid_ng.blocking.duration"
+#: The request limit that answered: ``"deadline"`` (a 504) or ``"shed"`` (a 503 for load),
+#: as :data:`aiopyramid_ng.limits.LIMIT_KEY` marks the environ.
+LIMIT = "aiopyramid_ng.limit"
 #: The event of a WebSocket connection being accepted.
 WEBSOCKET_ACCEPT_EVENT = "aiopyramid_ng.websocket.accept"
 #: The close code the application closed a WebSocket connection with.

@@ -26,11 +26,14 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pyramid.interfaces import IRequest
 
+from ..limits import LIMIT_KEY
 from ..threads import thread_observer
+from ..types import Environ
 from .attributes import (
     BLOCKING_CALLABLE,
     BLOCKING_DURATION,
     BLOCKING_EVENT,
+    LIMIT,
     POOL_CALLS,
     POOL_RUN,
     POOL_WAIT,
@@ -85,6 +88,8 @@ class ServerSpan:
         self.error: BaseException | None = None
         self.view_named = False
         self.ended = False
+        #: The WSGI environ the application was called with, read at the end.
+        self.environ: Environ | None = None
         #: (wait, run) of each hop to the pool; list.append is atomic, so
         #: worker threads need no lock to add theirs.
         self.hops: list[tuple[float, float]] = []
@@ -101,6 +106,10 @@ class ServerSpan:
             thread_observer.reset(thread_token)
             _current.reset(token)
             otel_context.detach(otel_token)
+
+    def serving(self, environ: Environ) -> None:
+        """Record the environ the application is called with, to read its marks at the end."""
+        self.environ = environ
 
     def routed(self, request: IRequest) -> None:
         """Name the span by the route ``request`` matched, if any."""
@@ -158,6 +167,10 @@ class ServerSpan:
         """
         self.ended = True
         span, measured = self.span, self.measured
+        environ, self.environ = self.environ, None
+        if environ is not None and (limit := environ.get(LIMIT_KEY)) is not None:
+            # A deadline's 504 or a 503 for load, answered outside the tweens.
+            span.set_attribute(LIMIT, limit)
         if self.status is not None:
             span.set_attribute("http.response.status_code", self.status)
             measured["http.response.status_code"] = self.status

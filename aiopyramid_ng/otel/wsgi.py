@@ -39,6 +39,7 @@ class WSGITracing:
         name, attributes = environ_attributes(environ)
         parent = propagate.extract(environ, getter=_ENVIRON)
         span = ServerSpan(self.telemetry, name, attributes, parent)
+        span.serving(environ)
         # Current in the server thread's context: the loop's Task that runs
         # the request greenlet starts from a copy of it.
         with span.activated():
