@@ -340,3 +340,36 @@ def test_interleaved_requests_with_subrequests_time_out_independently() -> None:
         check.assert_clean(asyncio.get_running_loop())
 
     asyncio.run(main())
+
+
+def test_a_subrequest_swallowing_both_its_deadline_and_a_servers_cancellation_is_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def stubborn(request: Request) -> Response:
+        for _ in range(2):  # the subrequest's deadline, then the server's cancellation
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                events.append("swallowed")
+        return Response("answered anyway")
+
+    def setup(config: Configurator) -> None:
+        setup_routes(outer_timeout=5)(config)
+        config.add_route("stubborn", "/stubborn")
+        config.add_view(stubborn, route_name="stubborn", timeout=0.05)
+
+    app = make_app(setup)
+
+    async def main() -> None:
+        check = LeakCheck()
+        task = asyncio.create_task(get_response(app, "/outer?sub=/stubborn"))
+        await asyncio.sleep(0.15)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        check.assert_clean(asyncio.get_running_loop())
+
+    asyncio.run(main())
+    # Neither a SubrequestTimeout for the outer view nor a 504 for the request.
+    assert events == ["invoke /stubborn", "swallowed", "swallowed"]
+    assert deadline_lines(caplog) == []
