@@ -373,3 +373,53 @@ def test_a_subrequest_swallowing_both_its_deadline_and_a_servers_cancellation_is
     # Neither a SubrequestTimeout for the outer view nor a 504 for the request.
     assert events == ["invoke /stubborn", "swallowed", "swallowed"]
     assert deadline_lines(caplog) == []
+
+
+def test_a_subrequest_timeout_the_view_lets_escape_is_the_requests_504() -> None:
+    async def careless(request: Request) -> Response:
+        return request.invoke_subrequest(Request.blank("/short"))
+
+    def setup(config: Configurator) -> None:
+        setup_routes(short=0.1)(config)
+        config.add_route("careless", "/careless")
+        config.add_view(careless, route_name="careless", timeout=2)
+
+    with TestApp(make_app(setup)) as client:
+        response = client.get("/careless", status=504)
+        # Rendered by Pyramid's exception view for HTTP exceptions.
+        assert response.text == "Gateway Timeout: the subrequest took longer than its 0.1 s.\n"
+
+
+def test_a_subrequest_in_the_executor_pipeline_raises_on_time() -> None:
+    def setup(config: Configurator) -> None:
+        setup_routes(short=0.1, free=None)(config)
+        config.add_route("plain", "/plain")
+        config.add_view(plain_outer, route_name="plain", timeout=2)
+
+    app = make_app(setup, **{"aiopyramid_ng.pipeline": "executor"})
+    with TestApp(app) as client:
+        response, took = timed_get(client, "/plain")
+        assert response.status_int == 200
+        assert response.text.startswith("plain after 0.1")
+        assert took < ON_TIME
+
+
+def subrequesting_tween(handler: Callable[[Request], Response], registry: Any) -> Any:
+    def tween(request: Request) -> Response:
+        if request.path == "/outer":
+            subrequest(request, "/long?s=0")  # before the request's own view is found
+        return handler(request)
+
+    return tween
+
+
+def test_a_subrequest_made_by_a_tween_never_extends_the_request_deadline() -> None:
+    def setup(config: Configurator) -> None:
+        config.add_tween("tests.test_subrequest_deadlines.subrequesting_tween")
+        setup_routes(long=5)(config)
+
+    with TestApp(make_app(setup, **{TIMEOUT.name: "0.3"})) as client:
+        response, took = timed_get(client, "/outer?sub=/long%3Fs%3D0&after=2")
+        assert response.status_int == 504
+        assert took < ON_TIME
+    assert events[:2] == ["invoke /long?s=0", "/long?s=0 answered 200"]
