@@ -13,26 +13,37 @@ view option and the setting combine is :mod:`aiopyramid_ng.limits`.
 A thread cannot be cancelled: :func:`~aiopyramid_ng.threads.run_in_thread`
 leaves a thread running for a request over its deadline to finish alone
 (:meth:`Deadline.abandon`) rather than make the request wait for it.
+
+A subrequest (``request.invoke_subrequest``) whose view has ``timeout=``
+runs within a :class:`Scope` of its request's deadline
+(:meth:`Deadline.narrow`): the earlier of the two expires first, the
+request's own deadline is never moved, and the scope is gone when the
+subrequest returns.  A scope that expires cancels only the subrequest's
+work: the Task it runs in, told apart from every other cancellation in the
+same way, or, for a subrequest run in a worker thread, what that thread
+waits for on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 from concurrent.futures import Future
 from contextvars import ContextVar, Token
 from time import monotonic
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import pyramid
 from pyramid.response import Response
 
+from .exceptions import SubrequestTimeout
 from .types import Environ
 
-__all__ = ["Deadline", "current_deadline", "expired_deadline"]
+__all__ = ["Deadline", "Scope", "Waits", "current_deadline", "expired_deadline"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,73 @@ _PLUMBING = tuple(
 )
 
 
+#: How early a timer may find its deadline (seconds) and still take it as due.
+_EARLY = 0.001
+
+
+class Waits(Protocol):
+    """What a worker thread waits for on the loop (see :mod:`aiopyramid_ng.threads`)."""
+
+    def interrupt(self) -> None:
+        """Cancel the waits, and every one begun until :meth:`resume`."""
+
+    def resume(self) -> None:
+        """Let waits begun from now on run."""
+
+
+class Scope:
+    """A subrequest's own deadline within its request's: see :meth:`Deadline.narrow`.
+
+    ``expired`` tells whether this deadline (not an earlier one around it)
+    passed while the subrequest ran.
+    """
+
+    __slots__ = (
+        "_baseline",
+        "_task",
+        "_waits",
+        "closed",
+        "expired",
+        "seconds",
+        "source",
+        "view",
+        "when",
+    )
+
+    def __init__(
+        self,
+        when: float,
+        seconds: float,
+        source: str,
+        view: str,
+        task: asyncio.Task[Any] | None,
+        waits: Waits | None,
+    ):
+        self.when = when
+        self.seconds = seconds
+        self.source = source
+        self.view = view
+        self._task = task
+        self._baseline = task.cancelling() if task is not None else 0
+        self._waits = waits
+        self.expired = False
+        self.closed = False
+
+    def _cancel(self) -> None:
+        # On the loop's thread.
+        self.expired = True
+        if self._task is not None:
+            self._task.cancel()
+        elif self._waits is not None:
+            self._waits.interrupt()
+
+    def absorb(self) -> bool:
+        """Take back the cancellation of this expired scope (see :meth:`Deadline.absorb`)."""
+        if self._task is None:
+            return True  # the waits of a thread it interrupted ended with their own Tasks
+        return self._task.uncancel() <= self._baseline
+
+
 class Deadline:
     """The deadline of the request served by ``task``; unarmed until :meth:`arm`.
 
@@ -58,9 +136,12 @@ class Deadline:
         "_baseline",
         "_closed",
         "_handle",
+        "_lock",
         "_loop",
+        "_scopes",
         "_task",
         "_thread",
+        "_when",
         "expired",
         "seconds",
         "source",
@@ -75,6 +156,12 @@ class Deadline:
         self._baseline = task.cancelling()
         self._handle: asyncio.TimerHandle | None = None
         self._closed = False
+        #: When the request's own deadline passes, on the loop's clock.
+        self._when = math.inf
+        #: The subrequests' deadlines in force, outermost first; guarded by
+        #: the lock, since a subrequest may run in a worker thread.
+        self._scopes: list[Scope] = []
+        self._lock = threading.Lock()
         self.expired = False
         self.seconds = 0.0
         self.source = ""
@@ -89,22 +176,113 @@ class Deadline:
             return
         if self._closed or self.expired:
             return
-        if self._handle is not None:
-            self._handle.cancel()
         self.seconds, self.source = seconds, source
-        self._handle = self._loop.call_later(seconds, self._expire)
+        self._when = self._loop.time() + seconds
+        self._schedule()
 
     def close(self) -> None:
-        """Disarm for good: the request answered, or stopped being subject to deadlines."""
+        """Disarm for good: the request answered, or stopped being subject to deadlines.
+
+        The deadlines of subrequests it makes afterwards still apply.
+        """
         self._closed = True
+        self._when = math.inf
+        if threading.get_ident() == self._thread:
+            self._schedule()
+        else:
+            self._loop.call_soon_threadsafe(self._schedule)
+
+    def narrow(self, seconds: float, source: str, view: str, waits: Waits | None) -> Scope:
+        """Give a subrequest, for as long as it runs, ``seconds`` from now at most.
+
+        The request's own deadline (and that of any subrequest around this
+        one) still applies: whichever passes first expires, and this one
+        cannot extend them.  Call :meth:`widen` with the scope returned when
+        the subrequest is done.  ``waits`` are what the calling worker
+        thread waits for on the loop, interrupted if the scope expires
+        (ignored on the loop's thread, where the calling Task is cancelled).
+        """
+        on_loop = threading.get_ident() == self._thread
+        task = asyncio.current_task(self._loop) if on_loop else None
+        scope = Scope(
+            self._loop.time() + seconds,
+            seconds,
+            source,
+            view,
+            task,
+            None if on_loop else waits,
+        )
+        with self._lock:
+            self._scopes.append(scope)
+        self._reschedule(on_loop)
+        return scope
+
+    def widen(self, scope: Scope) -> None:
+        """End ``scope``: the subrequest is done (idempotent)."""
+        with self._lock:
+            if scope.closed:
+                return
+            scope.closed = True
+            self._scopes.remove(scope)
+        on_loop = threading.get_ident() == self._thread
+        if not on_loop and scope._waits is not None and scope.expired:
+            self._loop.call_soon_threadsafe(scope._waits.resume)
+        self._reschedule(on_loop)
+
+    def lapsed(self) -> bool:
+        """Whether the request's deadline, or that of a subrequest in progress, has expired."""
+        if self.expired:
+            return True
+        with self._lock:
+            return any(scope.expired for scope in self._scopes)
+
+    def _reschedule(self, on_loop: bool) -> None:
+        if on_loop:
+            self._schedule()
+        else:
+            self._loop.call_soon_threadsafe(self._schedule)
+
+    def _next(self) -> tuple[float, Scope | None]:
+        """The earliest deadline still to pass, and its scope (None: the request's own).
+
+        On a tie the outer deadline wins: the one the subrequest may not
+        extend.  The caller holds the lock.
+        """
+        when, owner = (math.inf, None) if self.expired else (self._when, None)
+        for scope in self._scopes:
+            if not scope.expired and scope.when < when:
+                when, owner = scope.when, scope
+        return when, owner
+
+    def _schedule(self) -> None:
+        # On the loop's thread: one timer, for the earliest deadline.
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        with self._lock:
+            when, _ = self._next()
+        if when != math.inf:
+            self._handle = self._loop.call_at(when, self._expire)
 
     def _expire(self) -> None:
         self._handle = None
-        self.expired = True
-        self._task.cancel()
+        with self._lock:
+            # Under the lock: a scope ended (widen) is never cancelled after.
+            when, owner = self._next()
+            # The deadline this timer was for may have ended since (a
+            # subrequest done in a worker thread, its rescheduling on its
+            # way, or the request closed): then none is due yet.
+            due = when - self._loop.time() <= _EARLY
+            if due and owner is not None:
+                owner._cancel()
+        if not due:
+            self._schedule()
+            return
+        if owner is None:
+            self.expired = True
+            self._task.cancel()
+            return
+        self._schedule()
 
     def absorb(self) -> bool:
         """Take back the cancellation of an expired deadline.
@@ -134,6 +312,32 @@ class Deadline:
             text=f"Gateway Timeout: the request took longer than its {self.seconds:g} s.\n",
         )
 
+    def answer_subrequest(
+        self, environ: Environ, scope: Scope, exc: BaseException | None
+    ) -> SubrequestTimeout:
+        """Log the expiry of a subrequest's ``scope`` (one line); return the exception to raise."""
+        log.warning(
+            "Subrequest %s %s raised SubrequestTimeout (504): over its deadline of %g s "
+            "(%s; view %s)%s",
+            environ.get("REQUEST_METHOD", ""),
+            environ.get("PATH_INFO", ""),
+            scope.seconds,
+            scope.source,
+            scope.view,
+            _where(exc),
+        )
+        return SubrequestTimeout(scope.seconds)
+
+    def _expired_scope(self) -> Scope | None:
+        """The innermost subrequest's deadline that expired, if the request's own has not."""
+        if self.expired:
+            return None
+        with self._lock:
+            for scope in reversed(self._scopes):
+                if scope.expired:
+                    return scope
+        return None
+
     def abandon(self, work: Future[Any], func: object) -> None:
         """Log when ``work``, running ``func`` in a pool thread past the deadline, ends at last."""
         left = monotonic()
@@ -143,7 +347,9 @@ class Deadline:
             if code is None or not code.co_filename.startswith(_PLUMBING)
             else ""
         )
-        view = self.view or "its request"
+        scope = self._expired_scope()
+        seconds = self.seconds if scope is None else scope.seconds
+        view = (self.view if scope is None else scope.view) or "its request"
 
         def finished(_: Future[Any]) -> None:
             log.warning(
@@ -151,7 +357,7 @@ class Deadline:
                 "finished %.2f s later; its result was discarded.",
                 view,
                 running,
-                self.seconds,
+                seconds,
                 monotonic() - left,
             )
 
@@ -176,9 +382,9 @@ def current_deadline() -> Deadline | None:
 
 
 def expired_deadline() -> Deadline | None:
-    """The current request's deadline if it has expired, else None."""
+    """The current request's deadline if it, or a subrequest's in progress, has expired."""
     deadline = _current.get(None)
-    return deadline if deadline is not None and deadline.expired else None
+    return deadline if deadline is not None and deadline.lapsed() else None
 
 
 def enter(deadline: Deadline) -> Token[Deadline]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyramid.httpexceptions import HTTPGatewayTimeout
+
 __all__ = [
     "BroadcastError",
     "ClientDisconnected",
@@ -18,6 +20,7 @@ __all__ = [
     "NestedLoopError",
     "ScopeError",
     "SharedSessionError",
+    "SubrequestTimeout",
     "WebsocketClosed",
 ]
 
@@ -163,6 +166,28 @@ class ExecutorQueueFull(RuntimeError):
     escape is answered ``503 Service Unavailable`` with a ``Retry-After``
     header; code that can do without the thread may catch it.
     """
+
+
+class SubrequestTimeout(HTTPGatewayTimeout):  # type: ignore[misc]
+    """A subrequest ran past its view's ``timeout=``: its work was cancelled.
+
+    Raised where the subrequest's view was called, after its work unwound,
+    so it reaches the caller as any exception of a subrequest's view does:
+    with ``request.invoke_subrequest(..., use_tweens=False)`` it is raised
+    by ``invoke_subrequest``; with ``use_tweens=True`` the subrequest's
+    exception view tween turns it into its ``504 Gateway Timeout`` response
+    (it is an :class:`~pyramid.httpexceptions.HTTPGatewayTimeout`).  The
+    request that made the subrequest goes on under its own deadline.
+    ``seconds`` is the subrequest's deadline.  Its body is short text, as
+    the request's own 504 for a deadline.
+    """
+
+    def __init__(self, seconds: float):
+        detail = f"the subrequest took longer than its {seconds:g} s."
+        super().__init__(
+            detail, content_type="text/plain", charset="utf-8", text=f"Gateway Timeout: {detail}\n"
+        )
+        self.seconds = seconds
 
 
 class HandshakeRefused(Exception):

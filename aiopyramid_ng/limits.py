@@ -14,7 +14,9 @@ view option ``timeout=``              the view's deadline, which *replaces* the 
 A view's ``timeout=`` replaces the setting rather than taking the smaller of
 the two, so a slow report can be given more time than the rest of the
 application as well as less; the time spent before its view was found
-(tweens, traversal) is then not counted against it.
+(tweens, traversal) is then not counted against it.  The view of a
+subrequest is the exception: its ``timeout=`` bounds the subrequest within
+its request's deadline, which it never replaces.
 
 :class:`RequestLimits` applies the application's limits inside the
 execution policy (see :class:`~aiopyramid_ng.execution.GreenletExecutionPolicy`),
@@ -48,6 +50,8 @@ from .deadlines import Deadline
 from .exceptions import ExecutorQueueFull, see
 from .settings import MAX_CONCURRENCY, MAX_QUEUE, RETRY_AFTER, TIMEOUT
 from .shedding import Gate, shed_response
+from .threadlocal import outermost_request
+from .threads import thread_waits
 from .types import Environ
 
 __all__ = [
@@ -197,7 +201,11 @@ def timed_view(view: Any, info: Any) -> Any:
     """View deriver: the view option ``timeout=`` (seconds) re-arms the request's deadline.
 
     With the setting ``aiopyramid_ng.timeout``, every view is also named to
-    the deadline, so its 504 says which view was running.
+    the deadline, so its 504 says which view was running.  The view of a
+    subrequest (``request.invoke_subrequest``) never moves its request's
+    deadline: its ``timeout=`` applies to the subrequest alone, within the
+    request's deadline (see :meth:`~aiopyramid_ng.deadlines.Deadline.narrow`),
+    and past it raises :class:`~aiopyramid_ng.exceptions.SubrequestTimeout`.
     """
     timeout = info.options.get("timeout")
     name = object_description(info.original_view)
@@ -219,17 +227,55 @@ def timed_view(view: Any, info: Any) -> Any:
         deadline = deadlines.current_deadline()
         if deadline is None:  # called outside the application's pipeline
             return view(context, request)
+        outermost = outermost_request()
+        if outermost is not None and outermost is not request:
+            if timeout is None:
+                return _lapse_check(deadline, view(context, request))
+            return _subrequest(deadline, view, context, request, timeout, source, name)
         deadline.view = name
         if timeout is not None:
             deadline.arm(timeout, source)
-        response = view(context, request)
-        if deadline.expired:
-            # The view caught the cancellation, or ran past the deadline in
-            # a pool thread (pipeline = executor): its result must not count.
-            raise asyncio.CancelledError()
-        return response
+        return _lapse_check(deadline, view(context, request))
 
     return timed
+
+
+def _lapse_check(deadline: Deadline, response: Any) -> Any:
+    if deadline.lapsed():
+        # The view caught the cancellation, or ran past the deadline in
+        # a pool thread (pipeline = executor): its result must not count.
+        raise asyncio.CancelledError()
+    return response
+
+
+def _subrequest(
+    deadline: Deadline,
+    view: Any,
+    context: Any,
+    request: IRequest,
+    timeout: float,
+    source: str,
+    name: str,
+) -> Any:
+    """Call the view of a subrequest within its own deadline, ``timeout`` seconds."""
+    scope = deadline.narrow(timeout, source, name, thread_waits())
+    try:
+        response = view(context, request)
+    except (Exception, asyncio.CancelledError) as exc:
+        deadline.widen(scope)
+        if not scope.expired or not scope.absorb() or deadline.lapsed():
+            raise  # not its deadline, or another cancellation (an outer deadline's) as well
+        request.environ[LIMIT_KEY] = DEADLINE
+        raise deadline.answer_subrequest(request.environ, scope, exc) from None
+    finally:
+        deadline.widen(scope)
+    if scope.expired:
+        # The view caught the cancellation, or ran past its deadline in a thread.
+        if not scope.absorb() or deadline.lapsed():
+            raise asyncio.CancelledError()
+        request.environ[LIMIT_KEY] = DEADLINE
+        raise deadline.answer_subrequest(request.environ, scope, None)
+    return _lapse_check(deadline, response)
 
 
 timed_view.options = ("timeout",)  # type: ignore[attr-defined]

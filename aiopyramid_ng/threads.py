@@ -63,9 +63,12 @@ class _ThreadCall:
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.cancelled = False
+        # A subrequest's deadline passed while the thread ran it: its waits
+        # are cancelled until the subrequest is done (resume).
+        self.interrupted = False
 
     def track(self, task: asyncio.Task[Any]) -> None:
-        if self.cancelled:
+        if self.cancelled or self.interrupted:
             task.cancel()
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -74,6 +77,14 @@ class _ThreadCall:
         self.cancelled = True
         for task in self.tasks:
             task.cancel()
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        for task in list(self.tasks):
+            task.cancel()
+
+    def resume(self) -> None:
+        self.interrupted = False
 
 
 #: Set in the context of every run_in_thread call, so that cancelling the
@@ -190,6 +201,16 @@ async def run_in_thread(
                 raise
             await _finish_despite_cancellation(asyncio.wrap_future(submitted))
         raise
+
+
+def thread_waits() -> _ThreadCall | None:
+    """What the calling worker thread, started by :func:`run_in_thread`, waits for on the loop.
+
+    None elsewhere.  Its ``interrupt()`` (on the loop's thread) cancels those
+    waits, and any begun until its ``resume()``: see
+    :meth:`aiopyramid_ng.deadlines.Deadline.narrow`.
+    """
+    return _thread_call.get(None)
 
 
 def _enter_thread_call(loop: asyncio.AbstractEventLoop, thread_call: _ThreadCall) -> None:

@@ -567,3 +567,38 @@ def test_a_bad_timeout_option_fails_at_config_time_naming_the_view(bad: object) 
 def test_a_bad_timeout_setting_fails_at_start_up() -> None:
     with pytest.raises(ConfigurationError, match=f"{TIMEOUT.name} = 'soon' is not a positive"):
         make_app(one_route(sleepy), **{TIMEOUT.name: "soon"})
+
+
+def test_a_tween_that_swallows_the_deadline_and_a_servers_cancellation_is_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    unwound: list[str] = []
+
+    async def lingering(request: Request) -> Response:
+        try:
+            await asyncio.sleep(5)
+        finally:
+            unwound.append("finally")
+            await asyncio.sleep(0.3)  # still unwinding when the server cancels
+        return Response("never")
+
+    def setup(config: Configurator) -> None:
+        config.add_tween("tests.test_deadlines.swallowing_tween")
+        one_route(lingering)(config)
+
+    app = make_app(setup, **{TIMEOUT.name: "0.05"})
+
+    async def main() -> None:
+        check = LeakCheck()
+        task = asyncio.create_task(get_response(app))
+        await asyncio.sleep(0.15)  # past the deadline, while the view unwinds
+        task.cancel()
+        # The tween answered anyway; the server's cancellation, pending as
+        # well as the deadline's, still ends the request: no 504 hides it.
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        check.assert_clean(asyncio.get_running_loop())
+
+    asyncio.run(main())
+    assert unwound == ["finally"]
+    assert deadline_lines(caplog) == []

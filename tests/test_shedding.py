@@ -10,7 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +22,11 @@ from pyramid.response import Response
 from pyramid.router import Router
 
 from aiopyramid_ng.exceptions import ExecutorQueueFull
+from aiopyramid_ng.executor import executor_of
 from aiopyramid_ng.helpers import spawn_greenlet, use_executor
 from aiopyramid_ng.limits import LIMIT_KEY, SHED, limits_of
 from aiopyramid_ng.settings import MAX_CONCURRENCY, MAX_QUEUE, MAX_WORKERS, RETRY_AFTER
+from aiopyramid_ng.shedding import BoundedExecutor
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.websocket import WebSocket, WebsocketMapper
 from tests.support.apps import get_response, make_app, make_one_view_app
@@ -304,3 +306,79 @@ def test_the_queue_bound_applies_to_an_executor_set_by_the_application() -> None
 def test_a_bad_setting_fails_at_start_up(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=f"{name} = {value!r} is not a positive"):
         make_app(lambda config: None, **{name: value})
+
+
+# -- the bounded executor itself: failures and shutdown ------------------------------------
+
+
+class Flaky(Executor):
+    """An executor that refuses work while ``broken``, and records its shutdowns."""
+
+    def __init__(self) -> None:
+        self.broken = True
+        self.pool = ThreadPoolExecutor(2)
+        self.shutdowns: list[tuple[bool, bool]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self.broken:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        return self.pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.shutdowns.append((wait, cancel_futures))
+        self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def test_work_the_executor_refuses_does_not_take_a_place_in_the_bound() -> None:
+    inner = Flaky()
+    bounded = BoundedExecutor(inner, capacity=1, max_queue=1)
+    # More failures than the bound's places: each is the executor's own
+    # error, never ExecutorQueueFull, so none of them kept its place.
+    for _ in range(5):
+        with pytest.raises(RuntimeError, match="cannot schedule") as caught:
+            bounded.submit(time.sleep, 0)
+        assert not isinstance(caught.value, ExecutorQueueFull)
+    inner.broken = False
+    release = threading.Event()
+    held = [bounded.submit(release.wait, 5) for _ in range(2)]  # the bound's two places
+    with pytest.raises(ExecutorQueueFull):
+        bounded.submit(time.sleep, 0)
+    release.set()
+    assert [future.result(timeout=5) for future in held] == [True, True]
+    assert bounded.submit(lambda: "again").result(timeout=5) == "again"
+    bounded.shutdown()
+    assert inner.shutdowns == [(True, False)]
+
+
+def test_shutting_the_bounded_executor_down_cancels_queued_work_if_asked() -> None:
+    pool = ThreadPoolExecutor(1)
+    bounded = BoundedExecutor(pool, capacity=1, max_queue=1)
+    release = threading.Event()
+    running = bounded.submit(release.wait, 5)
+    queued = bounded.submit(lambda: "never")
+    bounded.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        bounded.submit(lambda: "refused")  # the pool's own refusal: the bound had room
+    release.set()
+    assert running.result(timeout=5) is True
+
+
+def test_the_application_shutdown_stops_its_bounded_pool_and_a_restart_makes_a_new_one() -> None:
+    threads: list[threading.Thread] = []
+    pools: list[Executor] = []
+
+    def where(request: Request) -> Response:
+        threads.append(threading.current_thread())
+        pools.append(executor_of(request.registry))
+        return Response("ran")
+
+    app = make_one_view_app(where, **{MAX_WORKERS.name: "1", MAX_QUEUE.name: "1"})
+    for _ in range(2):
+        with TestApp(app) as client:
+            assert client.get("/").text == "ran"
+        # The lifespan shutdown joined the pool's thread.
+        assert not threads[-1].is_alive()
+    assert threads[0] is not threads[1]
+    assert all(isinstance(pool, BoundedExecutor) for pool in pools)
+    assert pools[0] is not pools[1]

@@ -35,13 +35,13 @@ SERVERS = ["uvicorn", "hypercorn", "daphne"]
 APP = "tests.support.websocket_server_app:app"
 
 
-def command(name: str, port: int) -> list[str]:
+def command(name: str, port: int, app: str = APP) -> list[str]:
     if name == "uvicorn":
-        return ["-m", "uvicorn", APP, "--host", HOST, "--port", str(port), "--log-level", "warning"]
+        return ["-m", "uvicorn", app, "--host", HOST, "--port", str(port), "--log-level", "warning"]
     if name == "hypercorn":
         # A short grace period: open connections are cancelled 1 s after SIGTERM.
-        return ["-m", "hypercorn", APP, "--bind", f"{HOST}:{port}", "--graceful-timeout", "1"]
-    return ["-m", "daphne", "-b", HOST, "-p", str(port), APP]
+        return ["-m", "hypercorn", app, "--bind", f"{HOST}:{port}", "--graceful-timeout", "1"]
+    return ["-m", "daphne", "-b", HOST, "-p", str(port), app]
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -99,18 +99,18 @@ class WsServer:
 
 
 @contextmanager
-def running(name: str, directory: Path) -> Iterator[WsServer]:
-    """Start server ``name`` for the duration of the block; it is always stopped."""
+def running(name: str, directory: Path, app: str = APP) -> Iterator[WsServer]:
+    """Start server ``name`` serving ``app`` for the duration of the block; it is always stopped."""
     port = free_port()
     log = directory / "server.log"
     env = {"WS_TESTS_DIR": str(directory), "PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
-    argv = [sys.executable, *command(name, port)]
+    argv = [sys.executable, *command(name, port, app)]
     with serving(argv, log, accepts_connections(port), env=env, cwd=REPO_ROOT) as process:
         yield WsServer(name, port, process, directory, log)
 
 
-def each_server() -> Any:
-    """A fixture ``server``: each of :data:`SERVERS` in turn, started once per module.
+def each_server(app: str = APP) -> Any:
+    """A fixture ``server``: each of :data:`SERVERS` in turn serving ``app``, once per module.
 
     A module assigns it to a name of its own (``server = each_server()``), so
     every module gets servers it may stop.
@@ -120,7 +120,7 @@ def each_server() -> Any:
     def started_server(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[WsServer]:
-        with running(request.param, tmp_path_factory.mktemp(request.param)) as started:
+        with running(request.param, tmp_path_factory.mktemp(request.param), app) as started:
             yield started
 
     return started_server
