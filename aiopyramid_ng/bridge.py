@@ -95,8 +95,18 @@ class _Pool(threading.local):
 _pool = _Pool()
 
 
-def _serve(job: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> None:
+_Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+def _serve() -> None:
     """The run function of every request greenlet: one request per job, then park."""
+    # Started without a job (see _unpark), then handed each job as the value
+    # of a switch: the arguments a greenlet is first switched with stay
+    # referenced for as long as it runs, and a parked greenlet runs forever;
+    # they would keep its first request's environ and application alive.
+    parent = getcurrent().parent
+    assert parent is not None
+    job: _Job = parent.switch()
     while True:
         func, args, kwargs = job
         del job
@@ -372,7 +382,9 @@ def _unpark(parent: greenlet) -> RequestGreenlet:
         child.__class__ = RequestGreenlet
         assert isinstance(child, RequestGreenlet)
         return child
-    return RequestGreenlet(_serve, parent)
+    child = RequestGreenlet(_serve, parent)
+    child.switch()  # to where _serve waits for its first job
+    return child
 
 
 def _park(child: greenlet) -> None:

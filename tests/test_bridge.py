@@ -9,6 +9,7 @@ import random
 import traceback
 import warnings
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from greenlet import GreenletExit, getcurrent, greenlet
@@ -485,3 +486,23 @@ def test_direct_call_binds_a_python_call_method_and_leaves_the_rest() -> None:
 
     assert direct_call(function) is function
     assert direct_call(len) is len
+
+
+def test_a_parked_greenlet_keeps_nothing_of_its_first_request() -> None:
+    class Environ:
+        pass
+
+    def handle(environ: Environ) -> str:
+        return "done"
+
+    def first_request_of_a_thread() -> weakref.ref[Environ]:
+        # A thread of its own: its greenlets are new, not parked by earlier tests.
+        environ = Environ()
+        assert asyncio.run(spawn_greenlet(handle, environ)) == "done"
+        assert bridge._pool.idle, "the greenlet was parked"
+        return weakref.ref(environ)
+
+    with ThreadPoolExecutor(1) as pool:
+        environ = pool.submit(first_request_of_a_thread).result()
+        gc.collect()
+        assert environ() is None
