@@ -35,7 +35,7 @@ from .background import wsgi_response
 from .bridge import await_in_greenlet, direct_call, in_bridge, segment_observer, spawn_greenlet
 from .debug import BlockingReport
 from .exceptions import see
-from .executor import executor_of
+from .executor import executor_of, shut_down_orphaned_pools
 from .limits import RequestLimits, limits_of
 from .settings import BLOCKING_MS, PIPELINE
 from .threads import run_in_thread
@@ -170,7 +170,10 @@ class GreenletExecutionPolicy:
         self._enter = wrap(self._enter)
 
     def _run_sync(self, environ: Environ, router: Router) -> Any:
-        # WSGI mode; background tasks run when the server closes the response.
+        # WSGI mode, in the server's thread: a safe place to end the pools of
+        # applications collected since the last request.
+        shut_down_orphaned_pools()
+        # Background tasks run when the server closes the response.
         return wsgi_response(environ, lambda: run_sync(self, environ, router))
 
     def __repr__(self) -> str:

@@ -2,7 +2,10 @@
 
 Every application gets its own bounded :class:`~concurrent.futures.ThreadPoolExecutor`,
 created on first use from the ``aiopyramid_ng.executor.max_workers`` setting
-and shut down with the application; ``config.set_executor()`` replaces it.
+and shut down with the application (the ASGI lifespan shutdown); one whose
+application is garbage-collected without being shut down, as in WSGI mode,
+is shut down by the next request served in WSGI mode (see
+:func:`shut_down_orphaned_pools`).  ``config.set_executor()`` replaces it.
 With ``aiopyramid_ng.executor.max_queue`` the work waiting for a thread is
 bounded (see :class:`~aiopyramid_ng.shedding.BoundedExecutor`).
 How work crosses into a thread and back is :mod:`aiopyramid_ng.threads`.
@@ -11,6 +14,7 @@ How work crosses into a thread and back is :mod:`aiopyramid_ng.threads`.
 from __future__ import annotations
 
 import threading
+import weakref
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from pyramid.config import Configurator
@@ -22,7 +26,35 @@ from .interfaces import IAppExecutor
 from .settings import DEFAULT_MAX_WORKERS, MAX_QUEUE, MAX_WORKERS
 from .shedding import BoundedExecutor, capacity_of
 
-__all__ = ["AppExecutor", "current_executor", "executor_of", "set_executor"]
+__all__ = [
+    "AppExecutor",
+    "current_executor",
+    "executor_of",
+    "set_executor",
+    "shut_down_orphaned_pools",
+]
+
+#: The pools of applications garbage-collected without being shut down.
+#: The collector only appends here: left to themselves, the pool's threads
+#: would wake and exit at whatever moment the collector ran, inside any code
+#: of any thread, and joining them there could wait on a lock the
+#: interrupted code holds.
+_orphaned_pools: list[Executor] = []
+
+
+def shut_down_orphaned_pools() -> None:
+    """Shut down the pools of applications collected without being shut down.
+
+    Called by every request served in WSGI mode, from its server thread,
+    before the request runs; without waiting, so that a thread still busy
+    (a plain view left running past its deadline) never delays it.
+    """
+    while True:
+        try:
+            pool = _orphaned_pools.pop()
+        except IndexError:  # another server thread took the last one
+            return
+        pool.shutdown(wait=False)
 
 
 @implementer(IAppExecutor)
@@ -48,6 +80,9 @@ class AppExecutor:
         self._executor = None if executor is None else self._bounded(executor)
         # get() may race between the loop thread and WSGI server threads.
         self._lock = threading.Lock()
+        #: Hands the pool this object made to shut_down_orphaned_pools once
+        #: this object is collected without having shut it down.
+        self._orphaned: weakref.finalize[[Executor], AppExecutor] | None = None
 
     def get(self) -> Executor:
         """Return the executor, creating the pool on first use."""
@@ -59,6 +94,9 @@ class AppExecutor:
                     executor = self._executor = self._bounded(
                         ThreadPoolExecutor(self.max_workers, thread_name_prefix="aiopyramid_ng")
                     )
+                    self._orphaned = weakref.finalize(self, _orphaned_pools.append, executor)
+                    # At exit concurrent.futures joins every pool's threads itself.
+                    self._orphaned.atexit = False
         return executor
 
     def _bounded(self, executor: Executor) -> Executor:
@@ -74,6 +112,8 @@ class AppExecutor:
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
+            if self._orphaned is not None:
+                self._orphaned.detach()
             executor.shutdown(wait=wait)
 
 

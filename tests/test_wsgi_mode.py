@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +20,7 @@ from pyramid.threadlocal import get_current_request
 from webtest import TestApp
 
 from aiopyramid_ng.execution import GreenletExecutionPolicy
+from aiopyramid_ng.executor import AppExecutor
 from aiopyramid_ng.helpers import synchronize
 from tests.support.apps import make_app
 from tests.support.servers import PATIENCE, waitress_thread
@@ -121,3 +125,25 @@ def test_waitress_serves_coroutine_views_concurrently(waitress_url: str) -> None
         return [response.json() for response in responses]
 
     assert asyncio.run(main()) == [{"said": f"N{n}"} for n in range(60)]
+
+
+def _pool_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("aiopyramid_ng")}
+
+
+def test_the_pool_of_an_application_collected_unclosed_ends_at_the_next_wsgi_request(
+    app: Router,
+) -> None:
+    before = _pool_threads()
+    holder = AppExecutor(max_workers=1)
+    holder.get().submit(lambda: None).result(PATIENCE)
+    [thread] = _pool_threads() - before
+    del holder
+    gc.collect()
+    # The collector ended nothing: the pool's thread would otherwise wake
+    # and exit at whatever moment it ran, inside whatever code it interrupted.
+    time.sleep(0.2)
+    assert thread.is_alive()
+    assert TestApp(app).get("/shout").json == {"said": "HI"}
+    thread.join(PATIENCE)
+    assert not thread.is_alive()
