@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import webtest
-from pyramid.authorization import Allow, Everyone
 from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationError
 from pyramid.request import Request
@@ -26,11 +25,11 @@ from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.exceptions import HandshakeRefused
 from aiopyramid_ng.helpers import synchronize
 from aiopyramid_ng.limits import DEADLINE, LIMIT_KEY
-from aiopyramid_ng.security import ACLHelper
 from aiopyramid_ng.settings import TIMEOUT
 from aiopyramid_ng.testing import TestApp, scope_from_environ
 from aiopyramid_ng.websocket import WebSocket, WebsocketMapper
 from tests.support.apps import get_response, make_app
+from tests.support.deadlines import ACLPolicy, Guarded, deadline_lines, timed_get
 from tests.support.leaks import LeakCheck
 from tests.support.servers import wait_until
 
@@ -54,16 +53,6 @@ def one_route(view: Callable[..., Any], **options: Any) -> Callable[[Configurato
         config.add_view(view, route_name="view", **options)
 
     return setup
-
-
-def timed_get(app: TestApp, url: str) -> tuple[Any, float]:
-    started = time.monotonic()
-    response = app.get(url, status="*")
-    return response, time.monotonic() - started
-
-
-def deadline_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "aiopyramid_ng.deadlines"]
 
 
 # -- coroutine views, the setting, the option ----------------------------------------------
@@ -223,30 +212,6 @@ def test_synchronized_traversal_is_cancelled_before_the_view_is_found(
     [line] = deadline_lines(caplog)
     assert "before its view was found" in line
     assert "in __getitem__" in line
-
-
-class Guarded:
-    """A context whose ACL is loaded "from storage", slowly."""
-
-    def __init__(self, request: Request):
-        self.request = request
-
-    @property
-    @synchronize
-    async def __acl__(self) -> list[tuple[str, str, str]]:
-        await asyncio.sleep(float(self.request.params.get("s", "5")))
-        return [(Allow, Everyone, "view")]
-
-
-class ACLPolicy:
-    def identity(self, request: Request) -> None:
-        return None
-
-    def authenticated_userid(self, request: Request) -> None:
-        return None
-
-    def permits(self, request: Request, context: Any, permission: str) -> Any:
-        return ACLHelper().permits(context, [Everyone], permission)
 
 
 def test_a_view_timeout_covers_its_synchronized_permission_check(

@@ -24,6 +24,7 @@ from aiopyramid_ng.limits import DEADLINE, LIMIT_KEY
 from aiopyramid_ng.settings import TIMEOUT
 from aiopyramid_ng.testing import TestApp
 from tests.support.apps import get_response, make_app
+from tests.support.deadlines import deadline_lines, timed_get
 from tests.support.leaks import LeakCheck
 
 #: Generous bound for "on time": far below what the view would take.
@@ -88,16 +89,6 @@ def setup_routes(
             config.add_view(inner, route_name=name, timeout=timeout)
 
     return setup
-
-
-def timed_get(client: TestApp, url: str) -> tuple[Any, float]:
-    started = time.monotonic()
-    response = client.get(url, status="*")
-    return response, time.monotonic() - started
-
-
-def deadline_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "aiopyramid_ng.deadlines"]
 
 
 # -- the request's deadline is never extended ----------------------------------------------

@@ -14,43 +14,17 @@ import gc
 import time
 from typing import Any
 
-from pyramid.authorization import Allow, Everyone
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 
 from aiopyramid_ng.asgi import make_asgi_app
 from aiopyramid_ng.bridge import RequestGreenlet
-from aiopyramid_ng.helpers import synchronize
-from aiopyramid_ng.security import ACLHelper
 from aiopyramid_ng.websocket import WebSocket, WebsocketMapper
+from tests.support.deadlines import ACLPolicy, Guarded
 
 #: The deadline of every view here but ``/fast`` and ``/stats``, seconds.
 TIMEOUT = 0.3
-
-
-class Guarded:
-    """A context whose ACL is loaded "from storage": ``s`` seconds (default 5)."""
-
-    def __init__(self, request: Request):
-        self.request = request
-
-    @property
-    @synchronize
-    async def __acl__(self) -> list[tuple[str, str, str]]:
-        await asyncio.sleep(float(self.request.params.get("s", "5")))
-        return [(Allow, Everyone, "view")]
-
-
-class ACLPolicy:
-    def identity(self, request: Request) -> None:
-        return None
-
-    def authenticated_userid(self, request: Request) -> None:
-        return None
-
-    def permits(self, request: Request, context: Any, permission: str) -> Any:
-        return ACLHelper().permits(context, [Everyone], permission)
 
 
 async def echo_later(ws: WebSocket) -> None:
