@@ -29,7 +29,7 @@ from aiopyramid_ng.settings import TIMEOUT
 from aiopyramid_ng.testing import TestApp, scope_from_environ
 from aiopyramid_ng.websocket import WebSocket, WebsocketMapper
 from tests.support.apps import get_response, make_app
-from tests.support.deadlines import ACLPolicy, Guarded, deadline_lines, timed_get
+from tests.support.deadlines import ACLPolicy, Guarded, deadline_lines, lingering, timed_get
 from tests.support.leaks import LeakCheck
 from tests.support.servers import wait_until
 
@@ -447,15 +447,9 @@ def test_interleaved_requests_time_out_independently() -> None:
 def test_a_servers_cancellation_is_never_taken_for_the_deadline() -> None:
     unwound: list[str] = []
 
-    async def lingering(request: Request) -> Response:
-        try:
-            await asyncio.sleep(5)
-        finally:
-            unwound.append("finally")
-            await asyncio.sleep(0.2)  # still unwinding when the server cancels
-        return Response("never")
+    lingering_view = lingering(unwound, 0.2)
 
-    app = make_app(one_route(lingering, timeout=0.05))
+    app = make_app(one_route(lingering_view, timeout=0.05))
 
     async def main() -> None:
         check = LeakCheck()
@@ -539,17 +533,11 @@ def test_a_tween_that_swallows_the_deadline_and_a_servers_cancellation_is_cancel
 ) -> None:
     unwound: list[str] = []
 
-    async def lingering(request: Request) -> Response:
-        try:
-            await asyncio.sleep(5)
-        finally:
-            unwound.append("finally")
-            await asyncio.sleep(0.3)  # still unwinding when the server cancels
-        return Response("never")
+    lingering_view = lingering(unwound, 0.3)
 
     def setup(config: Configurator) -> None:
         config.add_tween("tests.test_deadlines.swallowing_tween")
-        one_route(lingering)(config)
+        one_route(lingering_view)(config)
 
     app = make_app(setup, **{TIMEOUT.name: "0.05"})
 

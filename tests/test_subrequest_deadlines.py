@@ -24,7 +24,7 @@ from aiopyramid_ng.limits import DEADLINE, LIMIT_KEY
 from aiopyramid_ng.settings import TIMEOUT
 from aiopyramid_ng.testing import TestApp
 from tests.support.apps import get_response, make_app
-from tests.support.deadlines import deadline_lines, timed_get
+from tests.support.deadlines import deadline_lines, lingering, timed_get
 from tests.support.leaks import LeakCheck
 
 #: Generous bound for "on time": far below what the view would take.
@@ -288,18 +288,12 @@ def test_a_blocking_subrequest_in_a_thread_has_its_late_result_discarded() -> No
 
 
 def test_a_servers_cancellation_while_a_subrequest_unwinds_is_never_swallowed() -> None:
-    async def lingering(request: Request) -> Response:
-        try:
-            await asyncio.sleep(5)
-        finally:
-            events.append("finally")
-            await asyncio.sleep(0.2)  # still unwinding when the server cancels
-        return Response("never")
+    lingering_view = lingering(events, 0.2)
 
     def setup(config: Configurator) -> None:
         setup_routes(outer_timeout=5)(config)
         config.add_route("lingering", "/lingering")
-        config.add_view(lingering, route_name="lingering", timeout=0.05)
+        config.add_view(lingering_view, route_name="lingering", timeout=0.05)
 
     app = make_app(setup)
 

@@ -1,14 +1,16 @@
-"""What the deadline tests share: a context whose ACL loads slowly, its policy, timing helpers."""
+"""What the deadline tests share: a slow ACL and its policy, a lingering view, timing helpers."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from pyramid.authorization import Allow, Everyone
 from pyramid.request import Request
+from pyramid.response import Response
 
 from aiopyramid_ng.helpers import synchronize
 from aiopyramid_ng.security import ACLHelper
@@ -51,3 +53,17 @@ def timed_get(client: TestApp, url: str) -> tuple[Any, float]:
 def deadline_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     """The messages the deadlines logged."""
     return [r.getMessage() for r in caplog.records if r.name == "aiopyramid_ng.deadlines"]
+
+
+def lingering(unwound: list[str], unwinding: float) -> Callable[[Request], Awaitable[Response]]:
+    """A view that waits, and is still unwinding (``unwinding`` seconds) when cancelled."""
+
+    async def view(request: Request) -> Response:
+        try:
+            await asyncio.sleep(5)
+        finally:
+            unwound.append("finally")
+            await asyncio.sleep(unwinding)  # still unwinding when the server cancels
+        return Response("never")
+
+    return view
