@@ -29,7 +29,14 @@ from aiopyramid_ng.settings import TIMEOUT
 from aiopyramid_ng.testing import TestApp, scope_from_environ
 from aiopyramid_ng.websocket import WebSocket, WebsocketMapper
 from tests.support.apps import get_response, make_app
-from tests.support.deadlines import ACLPolicy, Guarded, deadline_lines, lingering, timed_get
+from tests.support.deadlines import (
+    ACLPolicy,
+    Guarded,
+    deadline_lines,
+    lingering,
+    stubborn,
+    timed_get,
+)
 from tests.support.leaks import LeakCheck
 from tests.support.servers import wait_until
 
@@ -104,13 +111,6 @@ def test_a_view_timeout_replaces_the_application_default_longer_or_shorter() -> 
 
 
 def test_a_view_that_swallows_the_cancellation_still_answers_504() -> None:
-    async def stubborn(request: Request) -> Response:
-        try:
-            await asyncio.sleep(5)
-        except asyncio.CancelledError:
-            return Response("answered anyway")
-        return Response("slept")
-
     with TestApp(make_app(one_route(stubborn, timeout=0.05))) as client:
         assert client.get("/", status=504)
 

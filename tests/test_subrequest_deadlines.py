@@ -24,7 +24,7 @@ from aiopyramid_ng.limits import DEADLINE, LIMIT_KEY
 from aiopyramid_ng.settings import TIMEOUT
 from aiopyramid_ng.testing import TestApp
 from tests.support.apps import get_response, make_app
-from tests.support.deadlines import deadline_lines, lingering, timed_get
+from tests.support.deadlines import deadline_lines, lingering, stubborn, timed_get
 from tests.support.leaks import LeakCheck
 
 #: Generous bound for "on time": far below what the view would take.
@@ -170,13 +170,6 @@ def test_a_subrequest_within_its_timeout_is_untouched() -> None:
 
 
 def test_a_subrequest_that_swallows_its_cancellation_still_raises() -> None:
-    async def stubborn(request: Request) -> Response:
-        try:
-            await asyncio.sleep(5)
-        except asyncio.CancelledError:
-            return Response("answered anyway")
-        return Response("slept")
-
     def setup(config: Configurator) -> None:
         setup_routes(outer_timeout=2)(config)
         config.add_route("stubborn", "/stubborn")

@@ -107,3 +107,14 @@ def http_scope(
 async def exchange(app: ASGIApplication, scope: Any, body: bytes) -> list[Any]:
     """The messages ``app`` sent for one exchange, as plain mappings to read in a test."""
     return list(await http.exchange(app, scope, body))
+
+
+def routes(**views: Callable[..., Any]) -> Callable[[Configurator], None]:
+    """A setup adding each view on a route of its name, at ``/<name>``."""
+
+    def setup(config: Configurator) -> None:
+        for name, view in views.items():
+            config.add_route(name, f"/{name}")
+            config.add_view(view, route_name=name)
+
+    return setup

@@ -36,7 +36,7 @@ from aiopyramid_ng.otel.attributes import (
 )
 from aiopyramid_ng.testing import TestApp
 from aiopyramid_ng.websocket import WebSocket, WebsocketMapper
-from tests.otel.support import Recorder, exchange, http_scope, traced_app
+from tests.otel.support import Recorder, exchange, http_scope, routes, traced_app
 from tests.support.apps import tick
 from tests.support.leaks import LeakCheck
 
@@ -319,13 +319,7 @@ def test_a_subrequest_does_not_rename_the_span(recorder: Recorder) -> None:
     def inner(request: Request) -> Response:
         return Response("inner")
 
-    def setup(config: Configurator) -> None:
-        config.add_route("outer", "/outer")
-        config.add_view(outer, route_name="outer")
-        config.add_route("inner", "/inner")
-        config.add_view(inner, route_name="inner")
-
-    with TestApp(traced_app(recorder, setup)) as app:
+    with TestApp(traced_app(recorder, routes(outer=outer, inner=inner))) as app:
         assert app.get("/outer").text == "outer inner"
     span = recorder.server_span()
     assert span.name == "GET /outer"
@@ -536,13 +530,7 @@ def test_an_exception_a_subrequest_raised_is_not_the_request_s(recorder: Recorde
     def inner(request: Request) -> Response:
         raise ValueError("inner")
 
-    def setup(config: Configurator) -> None:
-        config.add_route("outer", "/outer")
-        config.add_view(outer, route_name="outer")
-        config.add_route("inner", "/inner")
-        config.add_view(inner, route_name="inner")
-
-    with TestApp(traced_app(recorder, setup)) as app:
+    with TestApp(traced_app(recorder, routes(outer=outer, inner=inner))) as app:
         assert app.get("/outer").text == "handled"
     assert recorder.server_span().events == ()
 

@@ -1,4 +1,4 @@
-"""What the deadline tests share: a slow ACL and its policy, a lingering view, timing helpers."""
+"""What the deadline tests share: a slow ACL and its policy, test views, timing helpers."""
 
 from __future__ import annotations
 
@@ -67,3 +67,12 @@ def lingering(unwound: list[str], unwinding: float) -> Callable[[Request], Await
         return Response("never")
 
     return view
+
+
+async def stubborn(request: Request) -> Response:
+    """A view that swallows its cancellation and answers anyway."""
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        return Response("answered anyway")
+    return Response("slept")
