@@ -72,13 +72,10 @@ class _IdleGreenlet(greenlet):
     """
 
 
-class _Returned:
-    """What a pooled greenlet hands its driver when its function returned."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object):
-        self.value = value
+#: What a pooled greenlet hands its driver, with its function's result, when
+#: that function returned: ``(_RETURNED, value)``.  A tuple, not an object of
+#: a class of its own, since building it costs no Python call.
+_RETURNED = object()
 
 
 #: Parked greenlets kept per thread; more concurrent requests than this still
@@ -110,12 +107,14 @@ def _serve() -> None:
     while True:
         func, args, kwargs = job
         del job
-        returned = _Returned(func(*args, **kwargs))
+        value = func(*args, **kwargs)
         # Nothing of the request may stay alive in a parked greenlet's frame.
         del func, args, kwargs
         parent = getcurrent().parent
         assert parent is not None
-        job = parent.switch(returned)
+        # Two arguments reach the driver as one tuple: (_RETURNED, value).
+        job = parent.switch(_RETURNED, value)
+        del value
 
 
 #: Told, in the request's context, how long each uninterrupted run of a
@@ -239,30 +238,40 @@ def _drive(
     func: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    task: asyncio.Task[Any] | None,
     on_suspend: Callable[[], object] | None = None,
 ) -> Generator[Any, None, Any]:
-    task = asyncio.current_task()
-    cancelling = task.cancelling() if task is not None else 0
-    resumed = perf_counter() if _timed else 0.0
-    try:
-        message = child.switch((func, args, kwargs))
-    finally:
-        if _timed:
+    # A request that never waits (most short ones) switches into its greenlet
+    # once and gets its result back at once: that path does no more than it
+    # must.  What a suspension needs (the Task's cancellation count, the
+    # on_suspend call) is only done once the greenlet first waits: a
+    # CancelledError can only be thrown into it at a suspension point.
+    job = (func, args, kwargs)
+    if _timed:
+        resumed = perf_counter()
+        try:
+            message = child.switch(job)
+        finally:
             _observe(resumed)
+    else:
+        message = child.switch(job)
+    del job
+    if type(message) is tuple and message[0] is _RETURNED:
+        _park(child)
+        return message[1]
+    cancelling = task.cancelling() if task is not None else 0
+    if on_suspend is not None:
+        on_suspend()
     while not child.dead:
-        if type(message) is _Returned:
-            result, message.value = message.value, None
-            _park(child)
-            message = result
-            break
-        if on_suspend is not None:
-            on_suspend()
-            on_suspend = None
         resume: Callable[[Any], Any]
         sent: Any
         if type(message) is tuple:
-            # From await_in_greenlet: the greenlet that suspended, and what it waits on.
             waiter, suspended_on = message
+            if waiter is _RETURNED:
+                _park(child)
+                message = suspended_on
+                break
+            # From await_in_greenlet: the greenlet that suspended, and what it waits on.
             try:
                 yield suspended_on
             except GeneratorExit:
@@ -284,12 +293,14 @@ def _drive(
                 resume, sent = _thrower(child), exc
             else:
                 resume, sent = child.switch, value
-        resumed = perf_counter() if _timed else 0.0
-        try:
-            message = resume(sent)
-        finally:
-            if _timed:
+        if _timed:
+            resumed = perf_counter()
+            try:
+                message = resume(sent)
+            finally:
                 _observe(resumed)
+        else:
+            message = resume(sent)
     if task is not None and task.cancelling() > cancelling:
         # The synchronous code swallowed the CancelledError thrown into it.
         # The Task was still asked to stop: end it cancelled, as asyncio would
@@ -342,14 +353,15 @@ async def spawn_greenlet(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwa
     :func:`~aiopyramid_ng.helpers.synchronize`; it shares the calling Task's
     context variables.
     """
-    bind_loop(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    bind_loop(loop)
     parent = getcurrent()
     child = _unpark(parent)
     # Share the Task's Context object itself (a new greenlet would start with
     # an empty one): values set on either side of the bridge are seen on the
     # other, and a ContextVar token made on one side resets on the other.
     child.gr_context = parent.gr_context
-    result: T = await _drive(child, func, args, kwargs)
+    result: T = await _drive(child, func, args, kwargs, asyncio.current_task(loop))
     return result
 
 
@@ -362,12 +374,32 @@ async def spawn_greenlet_watched(
     client disconnect) can start there: a request that never waits never
     pays for it.
     """
-    bind_loop(asyncio.get_running_loop())
+    task = asyncio.current_task()
+    assert task is not None, "spawn_greenlet_watched() runs in a Task"
+    result: T = await drive_greenlet(task, on_suspend, func, *args, **kwargs)
+    return result
+
+
+def drive_greenlet(
+    task: asyncio.Task[Any],
+    on_suspend: Callable[[], object],
+    func: Callable[P, T],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> Awaitable[T]:
+    """:func:`spawn_greenlet_watched` for a caller that knows its Task: ``task``, running.
+
+    Returns the driver itself, for the caller to await: the path of every
+    request, kept free of a coroutine of its own and of ``current_task()``.
+    """
+    loop = task.get_loop()
+    if _request_loop.get(None) is not loop:
+        _request_loop.set(loop)
     parent = getcurrent()
     child = _unpark(parent)
     child.gr_context = parent.gr_context  # shared, as in spawn_greenlet
-    result: T = await _drive(child, func, args, kwargs, on_suspend)
-    return result
+    return _drive(child, func, args, kwargs, task, on_suspend)
 
 
 def _unpark(parent: greenlet) -> RequestGreenlet:

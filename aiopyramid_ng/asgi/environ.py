@@ -127,6 +127,10 @@ def handshake_environ(scope: WebSocketScope) -> Environ:
     return _environ(scope, "GET", scheme, BytesIO(), 0)
 
 
+#: ``SERVER_PROTOCOL`` of each ASGI ``http_version``.
+_PROTOCOLS = {"1.0": "HTTP/1.0", "1.1": "HTTP/1.1", "2": "HTTP/2", "3": "HTTP/3"}
+
+
 def _environ(
     scope: HTTPScope | WebSocketScope,
     method: str,
@@ -134,13 +138,19 @@ def _environ(
     body: IO[bytes],
     content_length: int,
 ) -> Environ:
-    script_name, path_info = wsgi_path(scope)
+    raw_path = scope.get("raw_path")
+    if raw_path and b"%" not in raw_path and not scope.get("root_path"):
+        # The common case, without a call: nothing to unquote or strip.
+        script_name, path_info = "", raw_path.decode("latin-1")
+    else:
+        script_name, path_info = wsgi_path(scope)
+    http_version = scope.get("http_version", "1.1")
     environ: Environ = {
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": script_name,
         "PATH_INFO": path_info,
         "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
-        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+        "SERVER_PROTOCOL": _PROTOCOLS.get(http_version) or f"HTTP/{http_version}",
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scheme,
         "wsgi.input": body,

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from ..background import SERVED
-from ..bridge import spawn_greenlet_watched
+from ..bridge import drive_greenlet
 from ..exceptions import ClientDisconnected
 from ..types import HTTPScope, Receive, ResponseSend, Send
 from .body import BodyTooLarge, read_body
@@ -80,23 +80,25 @@ async def _handle(
     task: asyncio.Task[Any],
 ) -> None:
     send = responder.send
-    try:
-        declared = _declared_length(scope)
-    except ValueError:
-        await send_plain(send, 400, "Malformed Content-Length header.")
-        return
-    if declared is not None and declared > served.max_body_size:
-        await send_plain(send, 413, f"Request body larger than {served.max_body_size} bytes.")
-        return
-    try:
-        if not served.lifecycle.started:  # saves a coroutine per request once started
-            await served.lifecycle.ensure_started()
-    except Exception:
-        logger.exception(
-            "Application startup failed during %s %r", scope["method"], scope.get("path")
-        )
-        await send_plain(send, 500, "Internal Server Error")
-        return
+    if scope.get("headers"):
+        try:
+            declared = _declared_length(scope)
+        except ValueError:
+            await send_plain(send, 400, "Malformed Content-Length header.")
+            return
+        if declared is not None and declared > served.max_body_size:
+            await send_plain(send, 413, f"Request body larger than {served.max_body_size} bytes.")
+            return
+    lifecycle = served.lifecycle
+    if not lifecycle.started:  # saves a coroutine per request once started
+        try:
+            await lifecycle.ensure_started()
+        except Exception:
+            logger.exception(
+                "Application startup failed during %s %r", scope["method"], scope.get("path")
+            )
+            await send_plain(send, 500, "Internal Server Error")
+            return
     try:
         body, length = await read_body(receive, served.max_body_size)
     except BodyTooLarge:
@@ -106,7 +108,7 @@ async def _handle(
         return  # the application never ran: nothing to undo
     with body:
         environ = build_environ(scope, body, length)
-        background = environ[SERVED] = served.lifecycle.background
+        background = environ[SERVED] = lifecycle.background
         watch: DisconnectWatch | None = None
 
         def on_disconnect() -> None:
@@ -122,10 +124,15 @@ async def _handle(
             # before the loop could deliver a disconnect: it needs no
             # watch.
             nonlocal watch
-            watch = DisconnectWatch(receive, on_disconnect)
+            if watch is None:
+                watch = DisconnectWatch(receive, on_disconnect)
 
         try:
-            await spawn_greenlet_watched(start_watching, responder.run, served.call_app, environ)
+            whole = await drive_greenlet(
+                task, start_watching, responder.run, served.call_app, environ
+            )
+            if whole is not None:
+                await responder.send_whole(whole, start_watching)
         except ClientDisconnected:
             logger.debug("Client disconnected from %s %r", scope["method"], scope.get("path"))
         except Exception:

@@ -78,7 +78,9 @@ async def serve_websocket(
     if tracker is not None:
         tracker.add(connection)
     try:
-        await spawn_greenlet(responder.run, served.call_app, environ)
+        whole = await spawn_greenlet(responder.run, served.call_app, environ)
+        if whole is not None:  # a response denying the handshake
+            await responder.send_whole(whole)
     except asyncio.CancelledError:
         # Only this module's cancellation (close_all(), the peer leaving) is
         # absorbed; the server's own (it is stopping) propagates to it once
