@@ -165,7 +165,9 @@ def direct_call(function: Callable[P, T]) -> Callable[P, T]:
 
 def in_bridge() -> bool:
     """Return True when the caller runs where :func:`~aiopyramid_ng.helpers.await_` can wait."""
-    return _driver_of(getcurrent()) is not None
+    current = getcurrent()
+    # The request greenlet itself, the common case, without a walk.
+    return type(current) is RequestGreenlet or _driver_of(current) is not None
 
 
 def request_loop() -> asyncio.AbstractEventLoop | None:

@@ -20,7 +20,6 @@ mapper                         ``async def`` view        plain view
 from __future__ import annotations
 
 import sys
-from inspect import isawaitable
 from typing import Any
 
 from pyramid.exceptions import ConfigurationError
@@ -30,7 +29,7 @@ from pyramid.util import object_description
 from pyramid.viewderivers import DefaultViewMapper
 
 from .bridge import in_bridge
-from .coroutines import is_coroutine_callable
+from .coroutines import is_awaitable, is_coroutine_callable
 from .exceptions import see
 from .executor import executor_of
 from .helpers import await_
@@ -176,7 +175,7 @@ def awaited_view(view: Any, info: Any) -> Any:
 
     def awaiting_view(context: Any, request: IRequest) -> Any:
         result = view(context, request)
-        if isawaitable(result):
+        if is_awaitable(result):
             result = await_(result)
         return result
 

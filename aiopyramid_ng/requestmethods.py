@@ -15,50 +15,46 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from types import MethodType
 from typing import Any
 
 from pyramid.interfaces import IRequest
 
-__all__ = ["WeakRequestMethod", "WeaklyBound"]
-
-
-class WeaklyBound:
-    """``function`` called with a request it holds only weakly."""
-
-    __slots__ = ("_docs", "_function", "_request")
-
-    def __init__(self, function: Callable[..., Any], request: IRequest, docs: str):
-        self._function = function
-        self._request = weakref.ref(request)
-        self._docs = docs
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        request = self._request()
-        if request is None:
-            name = self._function.__name__
-            raise ReferenceError(
-                f"{name}() was kept past the end of its request; call request.{name}() on "
-                f"the request that is running, not on one kept from an earlier request. "
-                f"{self._docs}"
-            )
-        return self._function(request, *args, **kwargs)
+__all__ = ["WeakRequestMethod"]
 
 
 class WeakRequestMethod:
-    """What Pyramid binds per request: a :class:`WeaklyBound` instead of a bound method.
+    """What Pyramid binds per request: a method bound to a weak reference to the request.
 
     :param function: called as ``function(request, *args, **kwargs)``.
     :param docs: the sentence that ends the error of a method kept past its
         request (``exceptions.see(label)``).
+
+    Pyramid binds every request method to each new request, so binding is
+    on every request's path: it costs one Python call here, the rest (the
+    weak reference, the bound method) is built in C.
     """
 
     def __init__(self, function: Callable[..., Any], docs: str):
         self.function = function
         self.docs = docs
+        name = function.__name__
+
+        def call_weakly(request_ref: weakref.ref[Any], /, *args: Any, **kwargs: Any) -> Any:
+            request = request_ref()
+            if request is None:
+                raise ReferenceError(
+                    f"{name}() was kept past the end of its request; call request.{name}() on "
+                    f"the request that is running, not on one kept from an earlier request. "
+                    f"{docs}"
+                )
+            return function(request, *args, **kwargs)
+
+        self._call_weakly = call_weakly
 
     def __repr__(self) -> str:
         # What Pyramid's introspection shows for the request method.
         return f"<WeakRequestMethod {self.function.__module__}.{self.function.__qualname__}>"
 
-    def __get__(self, request: IRequest, cls: type | None = None) -> WeaklyBound:
-        return WeaklyBound(self.function, request, self.docs)
+    def __get__(self, request: IRequest, cls: type | None = None) -> Callable[..., Any]:
+        return MethodType(self._call_weakly, weakref.ref(request))

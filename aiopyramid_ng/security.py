@@ -35,7 +35,7 @@ from pyramid.request import RequestLocalCache
 from pyramid.security import LegacySecurityPolicy
 from zope.interface import implementer
 
-from .coroutines import describe, is_coroutine_callable, resolve
+from .coroutines import describe, is_awaitable, is_coroutine_callable, resolve
 from .exceptions import see
 from .orders import ORDERS
 
@@ -75,7 +75,7 @@ class BridgedSecurityPolicy:
         if value is not cache.NO_VALUE:
             return value
         result = method(request)
-        if inspect.isawaitable(result):
+        if is_awaitable(result):
             value = resolve(result, method, _POLICY_FIX)
             cache.set(request, value)
             return value

@@ -40,7 +40,7 @@ from pyramid.registry import Registry
 from pyramid.traversal import ResourceTreeTraverser
 from zope.interface import implementer
 
-from .coroutines import resolve
+from .coroutines import is_awaitable, resolve
 from .exceptions import see
 from .orders import ORDERS
 
@@ -91,8 +91,15 @@ class AsyncTraverser:
         self.root = root
 
     def __call__(self, request: IRequest) -> dict[str, Any]:
-        root = resolve(self.root, self.root, _FIX)
-        found: dict[str, Any] = ResourceTreeTraverser(_Awaiting(root))(request)
+        root = self.root
+        if not hasattr(root, "__getitem__") and not is_awaitable(root):
+            # A root that is no container (Pyramid's DefaultRootFactory, what
+            # URL dispatch applications use) ends traversal where it starts:
+            # nothing can be awaited, so nothing needs to be wrapped.
+            found: dict[str, Any] = ResourceTreeTraverser(root)(request)
+            return found
+        root = resolve(root, root, _FIX)
+        found = ResourceTreeTraverser(_Awaiting(root))(request)
         for key in RESOURCE_KEYS:
             found[key] = found[key].resource
         return found
