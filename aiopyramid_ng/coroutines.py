@@ -65,7 +65,7 @@ def is_awaitable(value: object) -> bool:
     if hasattr(value, "__await__"):
         return True
     return type(value) is types.GeneratorType and bool(
-        value.gi_code.co_flags & inspect.CO_ITERABLE_COROUTINE  # type: ignore[attr-defined]
+        value.gi_code.co_flags & inspect.CO_ITERABLE_COROUTINE
     )
 
 

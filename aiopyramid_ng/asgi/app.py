@@ -108,8 +108,9 @@ class ASGIApplication:
 
     async def __call__(self, scope: AnyScope, receive: AnyReceive, send: AnySend) -> None:
         # Whatever the caller typed them as, these are ASGI's scope and callables.
+        # (A string: a subscripted tuple[...] would be built on every call.)
         asgi_scope, asgi_receive, asgi_send = cast(
-            tuple[Scope, Receive, Send], (scope, receive, send)
+            "tuple[Scope, Receive, Send]", (scope, receive, send)
         )
         # Comparing the "type" item itself narrows the scope to its TypedDict.
         if asgi_scope["type"] == "http":
