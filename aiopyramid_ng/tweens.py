@@ -35,6 +35,7 @@ from pyramid.config.tweens import Tweens
 from pyramid.interfaces import IRequest, ITweens
 from pyramid.registry import Registry
 from pyramid.response import Response
+from pyramid.tweens import excview_tween_factory
 from zope.interface import implementer
 
 from .bridge import in_bridge, spawn_greenlet
@@ -98,6 +99,10 @@ class AsyncTween:
 
 def make_tween(factory: TweenFactory, handler: Handler, registry: Registry) -> Any:
     """Call a tween factory; wrap what it returns if it is an async tween."""
+    if factory is excview_tween_factory:
+        # Pyramid's own, in every chain, is known to be synchronous: it gets
+        # the handler itself, and every request saves one call.
+        return factory(handler, registry)
     given = TweenHandler(handler)
     tween = factory(given, registry)
     if not is_coroutine_callable(tween):
