@@ -103,6 +103,22 @@ class NestedLoopError(RuntimeError):
     """A view tried to run an event loop on the thread of the running one."""
 
 
+#: Fragments of the messages asyncio and asgiref raise when code tries to run
+#: an event loop on the thread of a running one (the RuntimeError that
+#: :class:`NestedLoopError` replaces).
+NESTED_LOOP_MESSAGES = (
+    "cannot be called from a running event loop",
+    "This event loop is already running",
+    "You cannot use AsyncToSync in the same thread as an async event loop",
+)
+
+
+def is_nested_loop_error(exc: BaseException) -> bool:
+    """Return True when ``exc`` is asyncio's or asgiref's refusal to nest an event loop."""
+    text = str(exc) if isinstance(exc, RuntimeError) else ""
+    return any(fragment in text for fragment in NESTED_LOOP_MESSAGES)
+
+
 class SharedSessionError(RuntimeError):
     """A SQLAlchemy session that belongs to one running request was used by another."""
 
