@@ -132,6 +132,18 @@ def time_segments() -> None:
     _timed = True
 
 
+#: How many times request greenlets have switched out to wait on their loop
+#: (through await_ or SQLAlchemy's greenlet protocol alike).  Read before and
+#: after a call made in a request greenlet, it tells whether the call
+#: suspended: only a call that never did ran on the loop thread with no
+#: other request in between, so that its wall time is its own (see
+#: aiopyramid_ng.adaptive).  A global increment costs a few ns beside the
+#: switch it counts, where a per-thread counter would cost a lookup on every
+#: read.  Loops of other threads (WSGI mode) count here too: a call may look
+#: suspended when it was not, which only skips judging that call.
+suspensions = 0
+
+
 def _observe(resumed: float) -> None:
     observer = segment_observer.get(None)
     if observer is not None:
@@ -241,6 +253,7 @@ def _drive(
     kwargs: dict[str, Any],
     on_suspend: Callable[[], object] | None = None,
 ) -> Generator[Any, None, Any]:
+    global suspensions
     task = asyncio.current_task()
     cancelling = task.cancelling() if task is not None else 0
     resumed = perf_counter() if _timed else 0.0
@@ -255,6 +268,7 @@ def _drive(
             _park(child)
             message = result
             break
+        suspensions += 1
         if on_suspend is not None:
             on_suspend()
             on_suspend = None
