@@ -131,6 +131,18 @@ def time_segments() -> None:
     _timed = True
 
 
+#: How many times request greenlets have switched out to wait on their loop
+#: (through await_ or SQLAlchemy's greenlet protocol alike).  Read before and
+#: after a call made in a request greenlet, it tells whether the call
+#: suspended: only a call that never did ran on the loop thread with no
+#: other request in between, so that its wall time is its own (see
+#: aiopyramid_ng.adaptive).  A global increment costs a few ns beside the
+#: switch it counts, where a per-thread counter would cost a lookup on every
+#: read.  Loops of other threads (WSGI mode) count here too: a call may look
+#: suspended when it was not, which only skips judging that call.
+suspensions = 0
+
+
 def _observe(resumed: float) -> None:
     observer = segment_observer.get(None)
     if observer is not None:
@@ -243,6 +255,7 @@ def _drive(
     task: asyncio.Task[Any] | None,
     on_suspend: Callable[[], object] | None = None,
 ) -> Generator[Any, None, Any]:
+    global suspensions
     # A request that never waits (most short ones) switches into its greenlet
     # once and gets its result back at once: that path does no more than it
     # must.  What a suspension needs (the Task's cancellation count, the
@@ -265,14 +278,15 @@ def _drive(
     if on_suspend is not None:
         on_suspend()
     while not child.dead:
+        if type(message) is tuple and message[0] is _RETURNED:
+            _park(child)
+            message = message[1]
+            break
+        suspensions += 1
         resume: Callable[[Any], Any]
         sent: Any
         if type(message) is tuple:
             waiter, suspended_on = message
-            if waiter is _RETURNED:
-                _park(child)
-                message = suspended_on
-                break
             # From await_in_greenlet: the greenlet that suspended, and what it waits on.
             try:
                 yield suspended_on

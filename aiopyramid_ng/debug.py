@@ -33,7 +33,7 @@ from pyramid.interfaces import IRequest
 from pyramid.util import object_description
 
 from .bridge import segment_observer, time_segments
-from .exceptions import NestedLoopError, see
+from .exceptions import NestedLoopError, is_nested_loop_error, see
 from .settings import BLOCKING_MS
 from .types import Environ
 
@@ -117,19 +117,6 @@ def watched_view(view: Any, info: Any) -> Any:
     return named_view
 
 
-#: Fragments of the messages asyncio and asgiref raise in that case.
-NESTED_LOOP_MESSAGES = (
-    "cannot be called from a running event loop",
-    "This event loop is already running",
-    "You cannot use AsyncToSync in the same thread as an async event loop",
-)
-
-
-def _is_nested_loop_error(exc: RuntimeError) -> bool:
-    text = str(exc)
-    return any(fragment in text for fragment in NESTED_LOOP_MESSAGES)
-
-
 def nested_loop_view(view: Any, info: Any) -> Any:
     """View deriver: explain a nested event loop, naming the view and the fix."""
     name = object_description(info.original_view)
@@ -140,7 +127,7 @@ def nested_loop_view(view: Any, info: Any) -> Any:
         except NestedLoopError:
             raise
         except RuntimeError as exc:
-            if not _is_nested_loop_error(exc):
+            if not is_nested_loop_error(exc):
                 raise
             raise NestedLoopError(
                 f"{name} (or a library it calls) tried to start an event loop ({exc}) on the "

@@ -30,6 +30,8 @@ DOCS_PAGES: dict[str, str] = {
     "settings": "configuration",
     "setting-max-workers": "configuration",
     "setting-pipeline": "configuration",
+    "setting-plain-views": "configuration",
+    "setting-plain-views-inline-ms": "configuration",
     "setting-blocking-ms": "configuration",
     "setting-max-body-size": "configuration",
     "setting-allowed-origins": "configuration",
@@ -51,6 +53,7 @@ DOCS_PAGES: dict[str, str] = {
     "quickstart-synchronize": "quickstart",
     "synchronize-errors": "quickstart",
     "quickstart-mappers": "quickstart",
+    "howitworks-plain-views": "howitworks",
     "quickstart-wsgi": "quickstart",
     "security-policy-commit": "security",
     "security-acls": "security",
@@ -101,6 +104,22 @@ class ScopeError(RuntimeError):
 
 class NestedLoopError(RuntimeError):
     """A view tried to run an event loop on the thread of the running one."""
+
+
+#: Fragments of the messages asyncio and asgiref raise when code tries to run
+#: an event loop on the thread of a running one (the RuntimeError that
+#: :class:`NestedLoopError` replaces).
+NESTED_LOOP_MESSAGES = (
+    "cannot be called from a running event loop",
+    "This event loop is already running",
+    "You cannot use AsyncToSync in the same thread as an async event loop",
+)
+
+
+def is_nested_loop_error(exc: BaseException) -> bool:
+    """Return True when ``exc`` is asyncio's or asgiref's refusal to nest an event loop."""
+    text = str(exc) if isinstance(exc, RuntimeError) else ""
+    return any(fragment in text for fragment in NESTED_LOOP_MESSAGES)
 
 
 class SharedSessionError(RuntimeError):

@@ -10,7 +10,10 @@ method named by ``attr`` for a class), never from Pyramid's wrapper.
 =============================  ========================  =============================
 mapper                         ``async def`` view        plain view
 =============================  ========================  =============================
-``CoroutineOrExecutorMapper``  awaited in the greenlet   runs in the thread pool
+``CoroutineOrExecutorMapper``  awaited in the greenlet   the thread pool, then the
+                                                         request greenlet once it has
+                                                         shown it never waits
+                                                         (:mod:`~aiopyramid_ng.adaptive`)
 ``CoroutineMapper``            awaited in the greenlet   ``ConfigurationError``
 ``ExecutorMapper``             ``ConfigurationError``    runs in the thread pool
 ``GreenletMapper``             awaited in the greenlet   runs in the request greenlet
@@ -20,6 +23,8 @@ mapper                         ``async def`` view        plain view
 from __future__ import annotations
 
 import sys
+from functools import partial
+from time import perf_counter, process_time
 from typing import Any
 
 from pyramid.exceptions import ConfigurationError
@@ -28,9 +33,11 @@ from pyramid.registry import Registry
 from pyramid.util import object_description
 from pyramid.viewderivers import DefaultViewMapper
 
+from . import bridge
+from .adaptive import Placement, PoolRun, Run, thread_usage
 from .bridge import in_bridge
 from .coroutines import is_awaitable, is_coroutine_callable
-from .exceptions import see
+from .exceptions import is_nested_loop_error, see
 from .executor import executor_of
 from .helpers import await_
 from .threads import run_in_thread
@@ -82,17 +89,7 @@ class BridgeMapper(DefaultViewMapper):  # type: ignore[misc]
                 # Already in a worker thread: the whole pipeline runs in the
                 # executor (setting aiopyramid_ng.pipeline = executor).
                 return mapped(context, request)
-            executor = executor_of(request.registry)
-            handling = sys.exc_info()[1]
-            if handling is not None:
-                # An exception view: Pyramid calls it while handling the
-                # exception, and a view may rely on that (a bare `raise`,
-                # sys.exc_info()).  That state belongs to the calling thread;
-                # the worker gets it back by handling the same exception.
-                return await_(
-                    run_in_thread(executor, _handling, handling, mapped, context, request)
-                )
-            return await_(run_in_thread(executor, mapped, context, request))
+            return _in_pool(mapped, context, request)
 
         return executor_view
 
@@ -101,6 +98,19 @@ class BridgeMapper(DefaultViewMapper):  # type: ignore[misc]
             f"{type(self).__name__} cannot map {_describe(view, self.attr)}: {what}. {fix} "
             f"{see('quickstart-mappers')}"
         )
+
+
+def _in_pool(call: View, context: Any, request: IRequest) -> Any:
+    """Run ``call(context, request)`` in the application's pool and wait for it, in the bridge."""
+    executor = executor_of(request.registry)
+    handling = sys.exc_info()[1]
+    if handling is not None:
+        # An exception view: Pyramid calls it while handling the exception,
+        # and a view may rely on that (a bare `raise`, sys.exc_info()).  That
+        # state belongs to the calling thread; the worker gets it back by
+        # handling the same exception.
+        return await_(run_in_thread(executor, _handling, handling, call, context, request))
+    return await_(run_in_thread(executor, call, context, request))
 
 
 def _handling(exc: BaseException, mapped: View, context: Any, request: IRequest) -> Any:
@@ -113,7 +123,65 @@ def _handling(exc: BaseException, mapped: View, context: Any, request: IRequest)
 
 class CoroutineOrExecutorMapper(BridgeMapper):
     """The default mapper: coroutine views are awaited in the request greenlet,
-    plain views run in the application's thread pool."""
+    plain views run in the application's thread pool until they have shown
+    that they never wait, then in the request greenlet.
+
+    With ``aiopyramid_ng.plain_views = executor``, plain views always run in
+    the pool.  Where a plain view runs, and why, is decided by its
+    :class:`~aiopyramid_ng.adaptive.Placement`.
+    """
+
+    def map_plain(self, view: View, mapped: View) -> View:
+        placement = Placement(_describe(view, self.attr))
+
+        def measured(pool_run: PoolRun, context: Any, request: IRequest) -> Any:
+            # In the worker thread: its own clocks tell computing from waiting.
+            started = perf_counter()
+            start = thread_usage()
+            process = process_time()
+            try:
+                return mapped(context, request)
+            finally:
+                pool_run.run = Run(perf_counter() - started, start, process)
+
+        def pool_view(context: Any, request: IRequest) -> Any:
+            if not in_bridge():
+                return mapped(context, request)  # aiopyramid_ng.pipeline = executor
+            if not placement.configured:
+                placement.configure(request.registry)
+            if not placement.probation:
+                return _in_pool(mapped, context, request)
+            pool_run = PoolRun()
+            try:
+                return _in_pool(partial(measured, pool_run), context, request)
+            finally:
+                placement.record(pool_run)
+
+        def adaptive_view(context: Any, request: IRequest) -> Any:
+            if not placement.inline:
+                return pool_view(context, request)
+            # Promoted: called right here, in the request greenlet, timed.
+            # Reached from a worker thread instead (a subrequest of a view in
+            # the pool), it runs there just the same, unjudged.
+            suspended = bridge.suspensions
+            started = perf_counter()
+            start = thread_usage()
+            process = process_time()
+            try:
+                return mapped(context, request)
+            except RuntimeError as exc:
+                if is_nested_loop_error(exc):
+                    placement.started_a_loop(exc)
+                raise
+            finally:
+                wall = perf_counter() - started
+                if wall > placement.fast:
+                    if bridge.suspensions == suspended and in_bridge():
+                        placement.judge(Run(wall, start, process))
+                elif placement.strikes:
+                    placement.strikes = 0
+
+        return adaptive_view
 
 
 class CoroutineMapper(BridgeMapper):

@@ -31,11 +31,13 @@ __all__ = [
     "BROADCAST_URL",
     "COMPAT_DISABLE",
     "GC_FREEZE",
+    "INLINE_MS",
     "MAX_BODY_SIZE",
     "MAX_CONCURRENCY",
     "MAX_QUEUE",
     "MAX_WORKERS",
     "PIPELINE",
+    "PLAIN_VIEWS",
     "PREFIX",
     "RETRY_AFTER",
     "SETTINGS",
@@ -193,6 +195,28 @@ PIPELINE: Setting[str] = Setting(
     docs=see("setting-pipeline"),
 )
 
+PLAIN_VIEWS: Setting[str] = Setting(
+    name="aiopyramid_ng.plain_views",
+    default="adaptive",
+    parse=_choice("adaptive", "executor"),
+    expected="one of 'adaptive' or 'executor'",
+    fix="write adaptive (plain views of the default mapper start in the thread pool and run in "
+    "the request greenlet once they have shown they never wait) or executor (they always run "
+    "in the thread pool)",
+    summary="Where the default mapper runs plain views: adaptive, or always in the thread pool.",
+    docs=see("setting-plain-views"),
+)
+
+INLINE_MS: Setting[float] = Setting(
+    name="aiopyramid_ng.plain_views.inline_ms",
+    default=10.0,
+    parse=_positive(float),
+    expected="a positive number of milliseconds",
+    fix="set it to the longest a plain view may hold the event loop, in milliseconds (default 10)",
+    summary="Longest a plain view may hold the event loop before it goes back to the pool, in ms.",
+    docs=see("setting-plain-views-inline-ms"),
+)
+
 BLOCKING_MS: Setting[float | None] = Setting(
     name="aiopyramid_ng.debug.blocking_ms",
     default=None,
@@ -340,6 +364,8 @@ SETTINGS: dict[str, Setting[Any]] = {
         MAX_BODY_SIZE,
         MAX_WORKERS,
         PIPELINE,
+        PLAIN_VIEWS,
+        INLINE_MS,
         BLOCKING_MS,
         WEBSOCKET_ALLOWED_ORIGINS,
         COMPAT_DISABLE,

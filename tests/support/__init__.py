@@ -14,6 +14,8 @@
   applications real servers import in a subprocess;
 * :mod:`~tests.support.websocket_servers`: those servers for the WebSocket tests;
 * :mod:`~tests.support.overload_app`: the bounded application the overload test serves;
+* :mod:`~tests.support.plain_views_server_app`: the plain views (one that never
+  waits, one that blocks) the adaptive-mapper server test serves;
 * :mod:`~tests.support.otel_app`: the traced application the OpenTelemetry server
   test serves, exporting its spans to a file;
 * :mod:`~tests.support.compat`: what the ``tests/compat`` tests share.
