@@ -90,11 +90,20 @@ def pyramid_app(with_aiopyramid_ng: bool) -> Any:
         return stream(request)
 
     with Configurator() as config:
-        routes = ("hello", "hello-sync", "hello-greenlet", "sleep", "blocking", "json", "form")
+        routes = (
+            "hello",
+            "hello-sync",
+            "hello-greenlet",
+            "hello-executor",
+            "sleep",
+            "blocking",
+            "json",
+            "form",
+        )
         for name in (*routes, "stream", "ws"):
             config.add_route(name, f"/{name}")
         if with_aiopyramid_ng:
-            from aiopyramid_ng.config import GreenletMapper
+            from aiopyramid_ng.config import ExecutorMapper, GreenletMapper
             from aiopyramid_ng.websocket import WebSocket, WebsocketMapper
 
             async def echo(ws: WebSocket) -> None:
@@ -103,8 +112,10 @@ def pyramid_app(with_aiopyramid_ng: bool) -> Any:
 
             config.include("aiopyramid_ng")
             config.add_view(async_hello, route_name="hello")
-            config.add_view(hello, route_name="hello-sync")  # the default mapper: executor
+            # The default mapper: in the pool until it has shown it never waits.
+            config.add_view(hello, route_name="hello-sync")
             config.add_view(hello, route_name="hello-greenlet", mapper=GreenletMapper)
+            config.add_view(hello, route_name="hello-executor", mapper=ExecutorMapper)
             config.add_view(sleeping, route_name="sleep")
             config.add_view(blocking, route_name="blocking")
             config.add_view(async_document, route_name="json", renderer="json")
@@ -112,7 +123,7 @@ def pyramid_app(with_aiopyramid_ng: bool) -> Any:
             config.add_view(async_stream, route_name="stream")
             config.add_view(echo, route_name="ws", mapper=WebsocketMapper)
             return config.make_asgi_app()
-        for name in ("hello", "hello-sync", "hello-greenlet"):
+        for name in ("hello", "hello-sync", "hello-greenlet", "hello-executor"):
             config.add_view(hello, route_name=name)
         config.add_view(blocking, route_name="sleep")
         config.add_view(blocking, route_name="blocking")
@@ -181,6 +192,7 @@ def starlette_app() -> Any:
             Route("/hello", hello),
             Route("/hello-sync", hello),
             Route("/hello-greenlet", hello),
+            Route("/hello-executor", hello),
             Route("/sleep", sleeping),
             Route("/blocking", blocking),
             Route("/json", document),

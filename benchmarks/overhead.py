@@ -139,7 +139,7 @@ def scenarios() -> Iterable[tuple[str, Router, Callable[[Router, int], float]]]:
     yield "direct WSGI (stock Pyramid)", build(None, None), time_sync
     for mapper, view, kind in [
         (CoroutineOrExecutorMapper, async_hello, "async def"),
-        (CoroutineOrExecutorMapper, hello, "plain, executor"),
+        (CoroutineOrExecutorMapper, hello, "plain, adaptive"),
         (CoroutineMapper, async_hello, "async def"),
         (ExecutorMapper, hello, "plain, executor"),
         (GreenletMapper, hello, "plain, greenlet"),

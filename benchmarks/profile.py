@@ -13,8 +13,10 @@ that the cost of each request can be profiled and taken apart:
     python benchmarks/profile.py --scenario concurrent --concurrency 1000 --tracemalloc
     python benchmarks/profile.py --components                 # pieces of the path, timed alone
 
-Scenarios: ``async`` (``async def`` hello), ``plain`` (``def`` hello, the
-default mapper's thread pool), ``greenlet`` (``def`` hello with
+Scenarios: ``async`` (``async def`` hello), ``plain`` (``def`` hello under
+the default mapper, which runs it inline once its first runs in the pool
+showed it never waits), ``executor`` (``def`` hello with ``ExecutorMapper``:
+the thread pool on every request), ``greenlet`` (``def`` hello with
 ``GreenletMapper``), ``wsgi`` (stock Pyramid called as WSGI, no server),
 ``starlette`` and ``raw`` (baselines), and ``concurrent`` /
 ``starlette-concurrent``: ``--concurrency`` requests at once, each awaiting
@@ -288,8 +290,14 @@ SCENARIOS = {
         Scenario("async", "aiopyramid_ng, async def hello", "/hello", pyramid_ng),
         Scenario(
             "plain",
-            "aiopyramid_ng, def hello (default mapper: thread pool)",
+            "aiopyramid_ng, def hello (default mapper: inline once promoted)",
             "/hello-sync",
+            pyramid_ng,
+        ),
+        Scenario(
+            "executor",
+            "aiopyramid_ng, def hello (ExecutorMapper: thread pool)",
+            "/hello-executor",
             pyramid_ng,
         ),
         Scenario(
@@ -581,7 +589,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--scenario",
-        default="async,plain,greenlet,wsgi,starlette,raw,concurrent,starlette-concurrent",
+        default="async,plain,executor,greenlet,wsgi,starlette,raw,concurrent,starlette-concurrent",
         help=f"comma-separated, from: {', '.join(SCENARIOS)}",
     )
     parser.add_argument("-n", "--requests", type=int, default=5000, help="requests per round")

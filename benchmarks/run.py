@@ -81,6 +81,7 @@ SCENARIOS = [
         {
             f"{NG} plain def": _get("/hello-sync"),
             f"{NG} GreenletMapper": _get("/hello-greenlet"),
+            f"{NG} ExecutorMapper": _get("/hello-executor"),
         },
         _get("/hello-sync"),
         64,
