@@ -2,7 +2,7 @@
 
 The body is received completely first (see :mod:`.body`), then the whole
 WSGI call, body iteration included, runs in one request greenlet (see
-:mod:`.responder`).  From the request's first wait on, a client that
+:mod:`.responder`); a body of one chunk is sent by the request's Task.  From the request's first wait on, a client that
 disconnects cancels the request's Task (see :mod:`.disconnect`).
 """
 
