@@ -2,8 +2,9 @@
 
 The body is received completely first (see :mod:`.body`), then the whole
 WSGI call, body iteration included, runs in one request greenlet (see
-:mod:`.responder`); a body of one chunk is sent by the request's Task.  From the request's first wait on, a client that
-disconnects cancels the request's Task (see :mod:`.disconnect`).
+:mod:`.responder`); a body of one chunk is sent by the request's Task.
+From the request's first wait on, a client that disconnects cancels the
+request's Task (see :mod:`.disconnect`).
 """
 
 from __future__ import annotations
