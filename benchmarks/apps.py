@@ -4,7 +4,8 @@ Every server serves every scenario's route, so one process per
 (scenario, server) run is started from the same code:
 
 * ``aiopyramid_ng``: Pyramid with ``config.include("aiopyramid_ng")`` through
-  ``config.make_asgi_app()``, on uvicorn;
+  ``config.make_asgi_app()``, on uvicorn; ``aiopyramid_ng frozen GC``: the
+  same with ``aiopyramid_ng.gc.freeze_after_startup`` on;
 * ``raw ASGI``: a bare ASGI callable (hello world only), on uvicorn;
 * ``Starlette``: the same endpoints written for Starlette, on uvicorn;
 * ``waitress``, ``gunicorn``: the same Pyramid application without
@@ -51,7 +52,7 @@ def _chunks() -> Iterator[bytes]:
         yield CHUNK
 
 
-def pyramid_app(with_aiopyramid_ng: bool) -> Any:
+def pyramid_app(with_aiopyramid_ng: bool, settings: dict[str, str] | None = None) -> Any:
     """The Pyramid application: coroutine views when aiopyramid_ng runs it."""
     from pyramid.config import Configurator
     from pyramid.request import Request
@@ -89,7 +90,7 @@ def pyramid_app(with_aiopyramid_ng: bool) -> Any:
     async def async_stream(request: Request) -> Response:
         return stream(request)
 
-    with Configurator() as config:
+    with Configurator(settings=settings) as config:
         routes = (
             "hello",
             "hello-sync",
@@ -240,6 +241,8 @@ def serve(server: str, port: int, uvicorn_config: str = "standard") -> None:
 
     if server == "aiopyramid_ng":
         app = pyramid_app(True)
+    elif server == "aiopyramid_ng frozen GC":
+        app = pyramid_app(True, {"aiopyramid_ng.gc.freeze_after_startup": "true"})
     elif server == "raw ASGI":
         app = raw_app
     elif server == "Starlette":
@@ -261,7 +264,7 @@ def serve(server: str, port: int, uvicorn_config: str = "standard") -> None:
         log_level="warning",
         access_log=False,
         # WsgiToAsgi rejects lifespan scopes; the others do not need them.
-        lifespan="on" if server == "aiopyramid_ng" else "off",
+        lifespan="on" if server.startswith("aiopyramid_ng") else "off",
         # Each request in a fresh context: asyncio can leak one request's
         # context variables into the next task on a kept-alive connection
         # (python/cpython#140947), which breaks asgiref's thread handling.

@@ -36,15 +36,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from load import Request, Result, builtin_load, websocket_echo, websocket_idle, wrk_load
 
 NG = "aiopyramid_ng"
+#: The same application with ``aiopyramid_ng.gc.freeze_after_startup`` on:
+#: a variant served by a server of its own (see ``apps.serve``).
+FROZEN_GC = f"{NG} frozen GC"
 BASELINES = ("raw ASGI", "Starlette", "waitress", "gunicorn", "WsgiToAsgi", "a2wsgi")
 FORM = b"&".join(b"field%d=%s" % (i, b"v" * 250) for i in range(250))[: 64 * 1024]
 
@@ -97,7 +102,7 @@ SCENARIOS = [
     Scenario(
         "await-1000",
         "view awaiting 50 ms, 1000 connections",
-        {f"{NG} async def": _get("/sleep")},
+        {f"{NG} async def": _get("/sleep"), FROZEN_GC: _get("/sleep")},
         _get("/sleep"),
         1000,
     ),
@@ -183,6 +188,62 @@ def memory_kib(pid: int, key: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def accept_queue(port: int) -> int | None:
+    """Connections the kernel completed on 127.0.0.1:``port`` that the server has not accepted yet.
+
+    For a listening socket, ``/proc/net/tcp`` reports that count as its
+    receive queue.  None when no socket listens on ``port``.
+    """
+    local = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        next(table)  # the heading
+        for line in table:
+            fields = line.split()
+            if fields[1] == local and fields[3] == "0A":  # 0A: LISTEN
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
+@dataclass
+class AcceptQueueWatch:
+    """How long connections waited to be accepted during a load (``watching_accept_queue``)."""
+
+    #: The integral of the accept queue's length over the load: seconds of waiting, summed.
+    connection_seconds: float = 0.0
+
+    def mean_wait_ms(self, connections: int) -> float:
+        """The mean wait to be accepted of each of the load's ``connections``."""
+        return 1000 * self.connection_seconds / connections
+
+
+@contextmanager
+def watching_accept_queue(port: int) -> Iterator[AcceptQueueWatch]:
+    """Sample the accept queue of ``port`` every 10 ms in a thread, until the block ends.
+
+    A server whose event loop is busy accepts late: under uvloop, libuv
+    accepts one connection per loop iteration, so a client that connects
+    while a long iteration runs waits in this queue, and its first request's
+    latency counts the wait.
+    """
+    watch = AcceptQueueWatch()
+    done = threading.Event()
+
+    def sample() -> None:
+        last = time.monotonic()
+        while not done.wait(0.01):
+            now = time.monotonic()
+            watch.connection_seconds += (accept_queue(port) or 0) * (now - last)
+            last = now
+
+    sampler = threading.Thread(target=sample, name="accept queue sampler", daemon=True)
+    sampler.start()
+    try:
+        yield watch
+    finally:
+        done.set()
+        sampler.join()
+
+
 @dataclass
 class Server:
     name: str
@@ -240,6 +301,9 @@ class Run:
     peak_rss_mib: float
     #: For ws-idle: KiB of server RSS per open connection.
     kib_per_connection: float = float("nan")
+    #: For HTTP loads: the mean wait of a connection to be accepted, ms
+    #: (see ``watching_accept_queue``); NaN where not measured.
+    accept_wait_ms: float = float("nan")
 
 
 @dataclass
@@ -253,16 +317,25 @@ class Options:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-def measure(
-    server: Server, scenario: Scenario, request: Request, options: Options
-) -> tuple[Result, float]:
-    """Warm ``server`` up, load it; return the result and KiB per connection (ws-idle)."""
+@dataclass
+class Measurement:
+    result: Result
+    #: For ws-idle: KiB of server RSS per open connection.
+    kib_per_connection: float = float("nan")
+    #: For HTTP loads: see :attr:`Run.accept_wait_ms`.
+    accept_wait_ms: float = float("nan")
+
+
+def measure(server: Server, scenario: Scenario, request: Request, options: Options) -> Measurement:
+    """Warm ``server`` up and load it."""
     port = server.port
     if scenario.kind == "ws-echo":
         websocket_echo(port, request.path, 8, options.warmup, options.timeout)
-        return websocket_echo(
-            port, request.path, scenario.connections, options.duration, options.timeout
-        ), float("nan")
+        return Measurement(
+            websocket_echo(
+                port, request.path, scenario.connections, options.duration, options.timeout
+            )
+        )
     if scenario.kind == "ws-idle":
         websocket_echo(port, request.path, 8, options.warmup, options.timeout)
         wanted = options.idle_connections
@@ -274,7 +347,7 @@ def measure(
             lambda: memory_kib(server.process.pid, "VmRSS"),
         )
         per_connection = added / opened if opened else float("nan")
-        return Result(opened, float("nan"), float("nan"), failed), per_connection
+        return Measurement(Result(opened, float("nan"), float("nan"), failed), per_connection)
 
     def load(duration: float, connections: int) -> Result:
         if options.wrk is not None:
@@ -288,7 +361,10 @@ def measure(
     # and a backlog a slow server drains in seconds.
     load(options.warmup, min(scenario.connections, 64))
     settle(port, request.path, options.timeout)
-    return load(options.duration, scenario.connections), float("nan")
+    with watching_accept_queue(port) as accept_queue:
+        result = load(options.duration, scenario.connections)
+    wait = accept_queue.mean_wait_ms(scenario.connections)
+    return Measurement(result, accept_wait_ms=wait)
 
 
 def settle(port: int, path: str, timeout: float) -> None:
@@ -323,13 +399,22 @@ def run_one(
 ) -> Run:
     server = start_server(server_name, config, server_cores, logs)
     try:
-        result, per_connection = measure(server, scenario, request, options)
+        measured = measure(server, scenario, request, options)
         # gunicorn serves from a worker process: its peak is the one that counts.
         pids = [server.process.pid, *child_pids(server.process.pid)]
         peak = max(memory_kib(pid, "VmHWM") for pid in pids) / 1024
     finally:
         server.stop()
-    return Run(config, number, scenario.name, variant, result, peak, per_connection)
+    return Run(
+        config,
+        number,
+        scenario.name,
+        variant,
+        measured.result,
+        peak,
+        measured.kib_per_connection,
+        measured.accept_wait_ms,
+    )
 
 
 def child_pids(pid: int) -> list[int]:
@@ -345,7 +430,10 @@ def print_run(run: Run) -> None:
     if run.scenario == "ws-idle":
         figures = f"{result.per_second:>9.0f} conns {run.kib_per_connection:>7.1f} KiB/conn"
     else:
-        figures = f"{result.per_second:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f}{'':>9}"
+        figures = (
+            f"{result.per_second:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f}"
+            f"{run.accept_wait_ms:>9.1f}"
+        )
     print(
         f"{run.config:<8} {run.round:>3}  {run.scenario:<10} {run.variant:<27} {figures} "
         f"{result.errors:>6} {run.peak_rss_mib:>7.1f}",
@@ -371,6 +459,8 @@ class Row:
     p99_ratios: dict[str, float]
     rss_ratios: dict[str, float]
     kib_per_connection: float = float("nan")
+    #: The median :attr:`Run.accept_wait_ms` of its rounds.
+    accept_wait_ms: float = float("nan")
 
 
 def _ratio(ours: float, theirs: float) -> float:
@@ -422,6 +512,7 @@ def summarize(runs: list[Run]) -> list[Row]:
                 p99_ratios,
                 rss_ratios,
                 statistics.median(r.kib_per_connection for r in group),
+                statistics.median(r.accept_wait_ms for r in group),
             )
         )
     return rows
@@ -491,6 +582,13 @@ def print_summary(runs: list[Run]) -> None:
         if target.no_errors:
             met = met and row.errors == 0
             note = f", {row.errors} errors (0 wanted)"
+        baseline_row = found.get(("standard", target.scenario, target.baseline))
+        if target.metric == "p99" and baseline_row and row.accept_wait_ms >= 0:
+            # A latency tail can be connections the server accepted late.
+            note = (
+                f"; mean wait to be accepted {row.accept_wait_ms:.0f} ms "
+                f"({target.baseline}: {baseline_row.accept_wait_ms:.0f} ms)"
+            )
         wanted = f"{'>=' if at_least else '<='} {target.bound}"
         label = {"rate": "", "ws-idle": " KiB/conn"}.get(target.metric, f" {target.metric}")
         print(
@@ -502,7 +600,8 @@ def print_summary(runs: list[Run]) -> None:
 _HTTP_RUN = re.compile(
     r"^(?P<config>\S+)\s+(?P<round>\d+)\s+(?P<scenario>\S+)\s+(?P<variant>.+?)\s+"
     r"(?P<per_second>\d+)\s+(?P<p50>[\d.]+|nan)\s+(?P<p99>[\d.]+|nan)\s+"
-    r"(?P<errors>\d+)\s+(?P<peak>[\d.]+)$"
+    # Outputs before the accept queue was sampled leave its column blank.
+    r"(?:(?P<accept_wait>[\d.]+|nan)\s+)?(?P<errors>\d+)\s+(?P<peak>[\d.]+)$"
 )
 _IDLE_RUN = re.compile(
     r"^(?P<config>\S+)\s+(?P<round>\d+)\s+(?P<scenario>ws-idle)\s+(?P<variant>.+?)\s+"
@@ -535,6 +634,7 @@ def read_runs(output: Path) -> list[Run]:
                 result,
                 float(fields["peak"]),
                 float(fields["kib"]) if idle else float("nan"),
+                float(fields.get("accept_wait") or "nan"),
             )
         )
     return runs
@@ -697,7 +797,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"{'uvicorn':<8} {'rnd':>3}  {'scenario':<10} {'server':<27} {'req/s':>9} "
         f"{'p50 ms':>8} {'p99 ms':>8}"
-        f"{'':>9} {'errors':>6} {'peakMiB':>7}"
+        f"{'accept ms':>9} {'errors':>6} {'peakMiB':>7}"
     )
     runs: list[Run] = []
     started = time.monotonic()
@@ -705,7 +805,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for number in range(1, args.rounds + 1):
             for scenario in chosen:
                 entries: list[tuple[str, str, Request]] = [
-                    (variant, NG, request) for variant, request in scenario.variants.items()
+                    (variant, FROZEN_GC if variant == FROZEN_GC else NG, request)
+                    for variant, request in scenario.variants.items()
                 ] + [(b, b, scenario.baseline) for b in scenario.servers if b in baselines]
                 # Rotate the order each round, so a drift in machine load is shared.
                 shift = (number - 1) % len(entries)
