@@ -432,7 +432,7 @@ def print_run(run: Run) -> None:
     else:
         figures = (
             f"{result.per_second:>9.0f} {result.p50_ms:>8.2f} {result.p99_ms:>8.2f}"
-            f"{run.accept_wait_ms:>9.1f}"
+            f" {run.accept_wait_ms:>9.1f}"
         )
     print(
         f"{run.config:<8} {run.round:>3}  {run.scenario:<10} {run.variant:<27} {figures} "
@@ -797,7 +797,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"{'uvicorn':<8} {'rnd':>3}  {'scenario':<10} {'server':<27} {'req/s':>9} "
         f"{'p50 ms':>8} {'p99 ms':>8}"
-        f"{'accept ms':>9} {'errors':>6} {'peakMiB':>7}"
+        f" {'accept ms':>9} {'errors':>6} {'peakMiB':>7}"
     )
     runs: list[Run] = []
     started = time.monotonic()
