@@ -10,7 +10,6 @@ documents exactly these settings; a test keeps the two in step.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -393,6 +392,8 @@ def check_settings(settings: Mapping[str, Any] | None) -> None:
         setting.read(settings)
     for name in settings or {}:
         if name.startswith(PREFIX) and name not in SETTINGS:
+            import difflib  # only on this error: not a cost of every start-up
+
             close = difflib.get_close_matches(name, SETTINGS, n=1)
             hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(SETTINGS)}."
             raise ConfigurationError(

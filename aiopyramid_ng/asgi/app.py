@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from pyramid.config import Configurator
-from pyramid.paster import get_app, setup_logging
 from pyramid.registry import Registry
 from pyramid.router import Router
 
@@ -168,5 +167,9 @@ def from_ini(
     Configures logging from the same file first, as ``pserve`` does.
     ``options`` fill ``%(var)s`` placeholders in the file.
     """
+    # Imported here: plaster looks its loaders up through importlib.metadata,
+    # which an application built in Python never needs.
+    from pyramid.paster import get_app, setup_logging
+
     setup_logging(path, global_conf=options)
     return make_asgi_app(get_app(path, name, options=options))

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from importlib.util import find_spec
 
 from pyramid.config import Configurator
 from pyramid.events import ApplicationCreated
@@ -35,11 +34,13 @@ from pyramid.interfaces import ITweens
 from pyramid.registry import Registry
 
 from ..exceptions import see
+from ..execution import adopt_execution_policy
+from ..orders import ORDERS
 from ..settings import COMPAT_DISABLE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ADAPTATIONS", "includeme", "tween_names"]
+__all__ = ["ADAPTATIONS", "PYRAMID_TM_TWEEN", "includeme", "tween_names", "uses_pyramid_tm"]
 
 #: The adaptations by name (the names ``aiopyramid_ng.compat.disable`` takes),
 #: each with every object of another library it changes.
@@ -65,12 +66,46 @@ def includeme(config: Configurator) -> None:
         )
     if "sqlalchemy" not in disabled:
         config.add_subscriber(_check_shared_sessions_if_used, ApplicationCreated)
-    # Without the transaction package, pyramid_tm cannot be included either.
-    if "transaction" not in disabled and find_spec("transaction") is not None:
-        config.include(".transaction")
+    if "transaction" not in disabled:
+        _adapt_transaction_if_used(config)
     if "debugtoolbar" not in disabled:
         config.action(None, _debugtoolbar_adapter(config.registry))
         config.add_subscriber(_toolbar_check(config.registry), ApplicationCreated)
+
+
+#: The tween pyramid_tm adds: its presence in the tween chain is what
+#: "the application includes pyramid_tm" means.
+PYRAMID_TM_TWEEN = "pyramid_tm.tm_tween_factory"
+
+
+def uses_pyramid_tm(registry: Registry) -> bool:
+    """Return True when the application of ``registry`` includes pyramid_tm."""
+    return PYRAMID_TM_TWEEN in tween_names(registry)
+
+
+def _adapt_transaction_if_used(config: Configurator) -> None:
+    """Adapt ``transaction`` at commit, and again when the application is created.
+
+    The adaptation is imported only once pyramid_tm's tween is seen in the
+    chain (pyramid_tm has imported ``transaction`` by then): an application
+    without it does not pay for the package's import, about 0.75 MiB.
+    """
+    registry = config.registry
+
+    def adapt_if_used() -> None:
+        if uses_pyramid_tm(registry):
+            from .transaction import adapt
+
+            adapt(registry)
+
+    def adapt_created(event: ApplicationCreated) -> None:
+        if uses_pyramid_tm(registry):
+            adapt_if_used()
+            # The Router was made with the policy read before this adaptation.
+            adopt_execution_policy(registry, event.app)
+
+    config.action(None, adapt_if_used, order=ORDERS["wrap_transaction_policy"])
+    config.add_subscriber(adapt_created, ApplicationCreated)
 
 
 def tween_names(registry: Registry) -> set[str]:

@@ -34,8 +34,6 @@ from contextvars import ContextVar
 from typing import Any
 
 import transaction
-from pyramid.config import Configurator
-from pyramid.events import ApplicationCreated
 from pyramid.interfaces import IExecutionPolicy
 from pyramid.registry import Registry
 from pyramid.router import Router, default_execution_policy
@@ -43,18 +41,15 @@ from transaction import ThreadTransactionManager, TransactionManager
 from zope.interface import implementer
 
 from ..bridge import direct_call
-from ..execution import GreenletExecutionPolicy, adopt_execution_policy
-from ..orders import ORDERS
+from ..execution import GreenletExecutionPolicy
 from ..types import Environ
-from . import tween_names
+from . import uses_pyramid_tm
 
 __all__ = [
     "ContextTransactionManager",
     "RequestTransactionPolicy",
     "adapt",
-    "includeme",
     "install",
-    "uses_pyramid_tm",
 ]
 
 
@@ -168,16 +163,6 @@ def _abort_unfinished(environ: Environ, given: object) -> None:
         manager.abort()
 
 
-#: The tween pyramid_tm adds: its presence in the tween chain is what
-#: "the application includes pyramid_tm" means (see :mod:`aiopyramid_ng.compat`).
-PYRAMID_TM_TWEEN = "pyramid_tm.tm_tween_factory"
-
-
-def uses_pyramid_tm(registry: Registry) -> bool:
-    """Return True when the application of ``registry`` includes pyramid_tm."""
-    return PYRAMID_TM_TWEEN in tween_names(registry)
-
-
 def _wrap(policy: Any) -> Any:
     if isinstance(policy, RequestTransactionPolicy):
         return policy
@@ -200,15 +185,3 @@ def adapt(registry: Registry) -> None:
         policy.wrap_inner(_wrap)
     else:
         registry.registerUtility(_wrap(policy), IExecutionPolicy)
-
-
-def includeme(config: Configurator) -> None:
-    """Adapt ``transaction`` at commit, and again when the application is created."""
-    registry = config.registry
-
-    def adapt_created(event: ApplicationCreated) -> None:
-        adapt(registry)
-        adopt_execution_policy(registry, event.app)
-
-    config.action(None, lambda: adapt(registry), order=ORDERS["wrap_transaction_policy"])
-    config.add_subscriber(adapt_created, ApplicationCreated)
