@@ -7,6 +7,9 @@ Every server serves every scenario's route, so one process per
   ``config.make_asgi_app()``, on uvicorn; ``aiopyramid_ng frozen GC``: the
   same with ``aiopyramid_ng.gc.freeze_after_startup`` on;
 * ``raw ASGI``: a bare ASGI callable (hello world only), on uvicorn;
+* ``bare Pyramid``: the Pyramid application without aiopyramid_ng, called
+  synchronously from a bare ASGI callable (bodyless requests only), on
+  uvicorn: the ceiling of any way to run Pyramid on that server;
 * ``Starlette``: the same endpoints written for Starlette, on uvicorn;
 * ``waitress``, ``gunicorn``: the same Pyramid application without
   aiopyramid_ng (plain views), on waitress and on gunicorn, each with its
@@ -26,7 +29,9 @@ httptools, what ``uvicorn[standard]`` installs and users deploy) or ``h11``
 from __future__ import annotations
 
 import asyncio
+import io
 import resource
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -148,6 +153,54 @@ async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": HELLO})
 
 
+def bare_pyramid_app() -> Any:
+    """The Pyramid application called synchronously from a bare ASGI callable.
+
+    The ceiling of any ASGI server for Pyramid: uvicorn's cost plus stock
+    Pyramid's own pipeline, and nothing else.  Not a way to serve an
+    application: it ignores request bodies and disconnects, blocks the loop
+    for as long as a view runs, and sends the body in one message.
+    """
+    router = pyramid_app(False)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        host, port = scope["server"]
+        environ = {
+            "REQUEST_METHOD": scope["method"],
+            "SCRIPT_NAME": "",
+            "PATH_INFO": scope["path"],
+            "QUERY_STRING": scope["query_string"].decode("latin-1"),
+            "SERVER_NAME": host,
+            "SERVER_PORT": str(port),
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.url_scheme": "http",
+            "wsgi.version": (1, 0),
+            "wsgi.input": io.BytesIO(),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        for name, value in scope["headers"]:
+            environ["HTTP_" + name.decode("latin-1").upper().replace("-", "_")] = value.decode(
+                "latin-1"
+            )
+        started: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> None:
+            started[:] = [int(status[:3]), [(k.encode(), v.encode()) for k, v in headers]]
+
+        body = b"".join(router(environ, start_response))
+        status, headers = started
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
 def starlette_app() -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -245,6 +298,8 @@ def serve(server: str, port: int, uvicorn_config: str = "standard") -> None:
         app = pyramid_app(True, {"aiopyramid_ng.gc.freeze_after_startup": "true"})
     elif server == "raw ASGI":
         app = raw_app
+    elif server == "bare Pyramid":
+        app = bare_pyramid_app()
     elif server == "Starlette":
         app = starlette_app()
     elif server == "WsgiToAsgi":

@@ -50,7 +50,15 @@ NG = "aiopyramid_ng"
 #: The same application with ``aiopyramid_ng.gc.freeze_after_startup`` on:
 #: a variant served by a server of its own (see ``apps.serve``).
 FROZEN_GC = f"{NG} frozen GC"
-BASELINES = ("raw ASGI", "Starlette", "waitress", "gunicorn", "WsgiToAsgi", "a2wsgi")
+BASELINES = (
+    "raw ASGI",
+    "bare Pyramid",
+    "Starlette",
+    "waitress",
+    "gunicorn",
+    "WsgiToAsgi",
+    "a2wsgi",
+)
 FORM = b"&".join(b"field%d=%s" % (i, b"v" * 250) for i in range(250))[: 64 * 1024]
 
 
@@ -78,7 +86,7 @@ SCENARIOS = [
         {f"{NG} async def": _get("/hello")},
         _get("/hello"),
         64,
-        ("raw ASGI", "Starlette", "waitress", "WsgiToAsgi", "a2wsgi"),
+        ("raw ASGI", "bare Pyramid", "Starlette", "waitress", "WsgiToAsgi", "a2wsgi"),
     ),
     Scenario(
         "plain",
@@ -90,7 +98,7 @@ SCENARIOS = [
         },
         _get("/hello-sync"),
         64,
-        ("waitress", "gunicorn"),
+        ("bare Pyramid", "waitress", "gunicorn"),
     ),
     Scenario(
         "await-200",
@@ -552,13 +560,13 @@ def print_summary(runs: list[Run]) -> None:
     print("for ws-idle, KiB of RSS per connection / the baseline's, lower is better).")
     header = (
         f"{'uvicorn':<8} {'scenario':<10} {'server':<27} {'req/s':>9} {'p99 ms':>8} "
-        f"{'errors':>6} {'peak MiB':>8}  " + " ".join(f"{'x ' + b:>13}" for b in BASELINES)
+        f"{'errors':>6} {'peak MiB':>8}  " + " ".join(f"{'x ' + b:>14}" for b in BASELINES)
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         cells = " ".join(
-            f"{row.ratios[b]:>13.2f}" if b in row.ratios else f"{'':>13}" for b in BASELINES
+            f"{row.ratios[b]:>14.2f}" if b in row.ratios else f"{'':>14}" for b in BASELINES
         )
         extra = f"  {row.kib_per_connection:.1f} KiB/conn" if row.scenario == "ws-idle" else ""
         print(
